@@ -1,0 +1,28 @@
+"""The `vidistill` command: one click command per verb.
+
+Each area contributes its commands from its own module in this package; this file
+only assembles them, so adding a verb never means editing another verb's code.
+"""
+import click
+
+from vidistill.platform.cli.models import check_models
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vidistill")
+def cli() -> None:
+    """vidistill: distil a flow teacher's motion attention into an RGB student.
+
+    \b
+    A flow (optical-flow) I3D teacher learns where motion matters; an RGB I3D
+    student learns to predict the teacher's motion attention maps, so at
+    inference it needs no optical flow and runs at RGB speed.
+
+    \b
+    Start with:
+      vidistill check-models          build teacher + student, run one step
+      vidistill COMMAND --help        what a command does and its options
+    """
+
+
+cli.add_command(check_models)
