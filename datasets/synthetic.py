@@ -1,0 +1,152 @@
+"""A synthetic motion benchmark: real encoded videos whose class is defined by motion only.
+
+Every video shows several identical objects (same shape, same colour) on a noisy background.
+One of them moves; the others (distractors) stand still. The class is the moving object's
+motion pattern (direction, speed change, oscillation, rotation...). No single frame tells the
+class, and no object looks different from another, so an appearance model cannot solve it
+while a flow model can: the test bed for "does distilling motion attention help the RGB
+student". Output is the generic layout::
+
+    <out>/classes.txt                class names, line order = label
+    <out>/<class>/<class>_000.avi    encoded videos (mpeg4 .avi, h264 .mp4, vp9 .webm, mjpeg .avi)
+    <out>/train.txt, <out>/test.txt  `<class>/<file> <label>` lines
+    <out>/synthetic.json             the generator config, for lineage
+
+Deterministic for a seed: each video draws from its own generator seeded by
+(seed, class, video), so changing the number of videos never changes the existing ones.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidistill.datasets.errors import DatasetError
+from vidistill.datasets.video import CODECS, write_video
+
+# name -> (dx, dy, rotation) per frame as a function of normalised time t in [0, 1], in units of
+# the travel span (fraction of the frame) and of radians for rotation.
+MOTION_PATTERNS: dict[str, object] = {
+    "move-right": lambda t: (t, 0.0 * t, 0.0 * t),
+    "move-left": lambda t: (-t, 0.0 * t, 0.0 * t),
+    "move-down": lambda t: (0.0 * t, t, 0.0 * t),
+    "move-up": lambda t: (0.0 * t, -t, 0.0 * t),
+    "accelerate-right": lambda t: (t * t, 0.0 * t, 0.0 * t),
+    "oscillate-horizontal": lambda t: (0.5 * np.sin(4 * math.pi * t), 0.0 * t, 0.0 * t),
+    "rotate-clockwise": lambda t: (0.0 * t, 0.0 * t, 2 * math.pi * t),
+    "rotate-anticlockwise": lambda t: (0.0 * t, 0.0 * t, -2 * math.pi * t),
+}
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    classes: int = 4  # the first N motion patterns
+    videos_per_class: int = 8
+    frames: int = 48
+    width: int = 160
+    height: int = 120
+    fps: float = 25.0
+    distractors: int = 3
+    noise: float = 0.03  # std of per-pixel Gaussian noise, fraction of 255
+    codec: str = "mpeg4"
+    test_fraction: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.classes <= len(MOTION_PATTERNS):
+            raise DatasetError(
+                f"classes must be 2..{len(MOTION_PATTERNS)} (the motion patterns: "
+                f"{', '.join(MOTION_PATTERNS)})"
+            )
+        if self.codec not in CODECS:
+            raise DatasetError(f"unknown codec {self.codec!r}; choose one of {sorted(CODECS)}")
+        if self.width % 2 or self.height % 2 or min(self.width, self.height) < 32:
+            raise DatasetError("width and height must be even and at least 32")
+        if self.frames < 2 or self.videos_per_class < 1 or self.distractors < 0:
+            raise DatasetError("need frames >= 2, videos_per_class >= 1, distractors >= 0")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(MOTION_PATTERNS)[: self.classes]
+
+
+def _object_outline(size: float) -> np.ndarray:
+    """An arrow-like outline (asymmetric, so rotation is visible), centred on the origin."""
+    return size * np.array(
+        [[-0.5, -0.3], [0.1, -0.3], [0.1, -0.5], [0.5, 0.0], [0.1, 0.5], [0.1, 0.3], [-0.5, 0.3]]
+    )
+
+
+def _draw(image: np.ndarray, centre, angle: float, outline: np.ndarray, colour) -> None:
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    points = outline @ rotation.T + np.asarray(centre)
+    shift = 4  # sub-pixel precision, so slow motion moves smoothly
+    cv2.fillPoly(image, [np.rint(points * (1 << shift)).astype(np.int32)], colour, cv2.LINE_AA, shift)
+
+
+def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """(frames, height, width, 3) uint8 RGB frames of one video of the given motion pattern."""
+    width, height = config.width, config.height
+    size = 0.18 * min(width, height)
+    outline = _object_outline(size)
+    background = rng.integers(30, 100, size=3)
+    colour = tuple(int(c) for c in rng.integers(150, 256, size=3))
+    t = np.linspace(0.0, 1.0, config.frames)
+    dx, dy, angle = (np.asarray(v, dtype=np.float64) for v in MOTION_PATTERNS[pattern](t))
+    span = rng.uniform(0.35, 0.55) * np.array([width, height])  # speed varies across videos
+    path = np.stack([dx, dy], axis=1) * span
+    margin = size * 0.6
+    low = margin - path.min(axis=0)
+    high = np.array([width, height]) - margin - path.max(axis=0)
+    start = rng.uniform(low, np.maximum(low, high))
+    start_angle = rng.uniform(0, 2 * math.pi)
+    distractors = [
+        (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin),
+         rng.uniform(0, 2 * math.pi))
+        for _ in range(config.distractors)
+    ]
+    video = np.empty((config.frames, height, width, 3), np.uint8)
+    for i in range(config.frames):
+        canvas = np.empty((height, width, 3), np.float32)
+        canvas[:] = background
+        image = canvas.astype(np.uint8)
+        for x, y, a in distractors:
+            _draw(image, (x, y), a, outline, colour)
+        _draw(image, start + path[i], start_angle + angle[i], outline, colour)
+        noisy = image + rng.normal(0.0, config.noise * 255.0, image.shape)
+        video[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return video
+
+
+def make_synthetic(out: Path | str, config: SyntheticConfig = SyntheticConfig()) -> Path:
+    """Write the benchmark into ``out`` (generic layout); returns ``out``."""
+    out = Path(out)
+    if (out / "classes.txt").exists():
+        raise DatasetError(
+            "already holds a dataset; choose an empty folder (generation is deterministic, so "
+            "delete it to regenerate)",
+            out,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    extension = CODECS[config.codec][2]
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    for label, name in enumerate(config.class_names):
+        (out / name).mkdir(exist_ok=True)
+        tests = max(1, round(config.videos_per_class * config.test_fraction))
+        if config.videos_per_class == 1:
+            tests = 0
+        for index in range(config.videos_per_class):
+            rng = np.random.default_rng([config.seed, label, index])
+            relative = f"{name}/{name}_{index:03d}{extension}"
+            write_video(out / relative, render_video(name, config, rng), config.fps, config.codec)
+            subset = "test" if index >= config.videos_per_class - tests else "train"
+            lists[subset].append(f"{relative} {label}")
+    (out / "classes.txt").write_text("\n".join(config.class_names) + "\n")
+    for subset, lines in lists.items():
+        (out / f"{subset}.txt").write_text("".join(line + "\n" for line in lines))
+    (out / "synthetic.json").write_text(json.dumps(asdict(config), indent=1))
+    return out
