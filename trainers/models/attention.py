@@ -129,7 +129,7 @@ class ProbabilisticAttention(SoftAttention):
 
     probabilistic = True
 
-    def __init__(self, in_channels: int, temperature: float = 1.0):
+    def __init__(self, in_channels: int, temperature: float = 0.5):
         super().__init__(in_channels)
         if temperature <= 0:
             raise ValueError(f"gumbel temperature must be positive, got {temperature}")

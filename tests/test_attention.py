@@ -1,0 +1,117 @@
+"""Attention generation (Eq. 1-2) and attention-guided recognition (Eq. 4-5), checked with numbers."""
+import pytest
+import torch
+
+from vidistill.trainers.models import create_model
+from vidistill.trainers.models.attention import (
+    ProbabilisticAttention,
+    SoftAttention,
+    attention_pool,
+    pool_attention_to_grid,
+    spatial_log_softmax,
+)
+
+
+def slice_sums(maps):
+    return maps.flatten(2).sum(-1)
+
+
+@pytest.mark.parametrize("generator", [SoftAttention(16), ProbabilisticAttention(16, temperature=0.5)])
+@pytest.mark.parametrize("training", [True, False])
+def test_every_time_slice_of_a_map_sums_to_one(generator, training):
+    generator.train(training)
+    amap = generator(torch.randn(3, 16, 4, 7, 9))
+    assert amap.log_probs.shape == (3, 4, 7, 9)
+    torch.testing.assert_close(slice_sums(amap.probs), torch.ones(3, 4))
+    torch.testing.assert_close(slice_sums(amap.weights), torch.ones(3, 4))
+
+
+def test_the_linear_map_has_no_bias():
+    # Sec. 3.2: without a bias a uniform map needs w_a = 0.
+    assert SoftAttention(16).proj.bias is None
+
+
+def test_soft_attention_is_the_softmax_of_the_linear_map():
+    gen = SoftAttention(4)
+    phi = torch.randn(2, 4, 3, 5, 5)
+    logits = torch.einsum("bcthw,c->bthw", phi, gen.proj.weight.flatten())
+    expected = logits.flatten(2).softmax(-1).reshape(logits.shape)
+    torch.testing.assert_close(gen(phi).probs, expected)
+
+
+def test_gumbel_samples_average_to_the_softmax_map():
+    torch.manual_seed(0)
+    gen = ProbabilisticAttention(8, temperature=0.05).train()
+    phi = torch.randn(1, 8, 2, 3, 4).expand(100_000, -1, -1, -1, -1)
+    amap = gen(phi)
+    # Samples differ from one another (it is sampling) ...
+    assert (amap.weights[0] - amap.weights[1]).abs().max() > 0.1
+    # ... and their mean is p(A), to Monte-Carlo precision.
+    torch.testing.assert_close(amap.weights.mean(0), amap.probs[0], atol=6e-3, rtol=0)
+
+
+def test_probabilistic_attention_plugs_in_the_expectation_at_test_time():
+    gen = ProbabilisticAttention(8).eval()
+    amap = gen(torch.randn(2, 8, 2, 3, 3))
+    torch.testing.assert_close(amap.weights, amap.probs)
+
+
+@pytest.mark.parametrize("src,dst", [((6, 14, 14), (3, 7, 7)), ((3, 7, 7), (2, 4, 4)), ((2, 4, 4), (1, 2, 2))])
+def test_pooling_to_the_block5_grid_keeps_each_slice_a_distribution(src, dst):
+    weights = spatial_log_softmax(torch.randn(2, *src) * 3).exp()
+    pooled = pool_attention_to_grid(weights, dst)
+    assert pooled.shape == (2, *dst)
+    assert (pooled >= 0).all()
+    torch.testing.assert_close(slice_sums(pooled), torch.ones(2, dst[0]))
+
+
+def test_pooling_moves_mass_with_the_features():
+    # All mass of slice 0 in cell (1, 1) and of slice 1 in cell (2, 3) of a 4 x 4 grid:
+    # on the 2 x 2 block-5 grid they land in cells (0, 0) and (1, 1), averaged over time.
+    weights = torch.zeros(1, 2, 4, 4)
+    weights[0, 0, 1, 1] = 1
+    weights[0, 1, 2, 3] = 1
+    pooled = pool_attention_to_grid(weights, (1, 2, 2))
+    torch.testing.assert_close(pooled, torch.tensor([[[[0.5, 0.0], [0.0, 0.5]]]]))
+
+
+def test_attention_pooling_with_a_uniform_map_is_average_pooling():
+    features = torch.randn(2, 5, 3, 4, 4)
+    uniform = torch.full((2, 3, 4, 4), 1 / 16)
+    torch.testing.assert_close(attention_pool(features, uniform), features.mean(dim=(2, 3, 4)))
+
+
+def test_attention_pooling_with_a_one_hot_map_selects_those_cells():
+    features = torch.randn(1, 5, 2, 3, 3)
+    one_hot = torch.zeros(1, 2, 3, 3)
+    one_hot[0, 0, 2, 1] = 1
+    one_hot[0, 1, 0, 0] = 1
+    expected = (features[0, :, 0, 2, 1] + features[0, :, 1, 0, 0]) / 2
+    torch.testing.assert_close(attention_pool(features, one_hot)[0], expected)
+
+
+def test_residual_connection_adds_average_pooled_features():
+    torch.manual_seed(0)
+    atten = create_model("i3d_tiny", num_classes=4, attention="soft-atten").eval()
+    res = create_model("i3d_tiny", num_classes=4, attention="soft-res").eval()
+    res.load_state_dict(atten.state_dict())
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        phi, features = atten.forward_features(x)
+        branch_a, branch_r = atten.head.branches["attention"], res.head.branches["attention"]
+        logits_a, _ = branch_a(phi, features)
+        logits_r, _ = branch_r(phi, features)
+        # Eq. 5 - Eq. 4 = W_r^T mean(phi): the classifier applied to the average-pooled features, no bias.
+        extra = features.mean(dim=(2, 3, 4)) @ branch_a.classifier.weight.T
+    torch.testing.assert_close(logits_r - logits_a, extra, rtol=1e-4, atol=1e-5)
+
+
+def test_student_logits_are_the_sum_of_its_branches():
+    student = create_model("i3d_tiny", num_classes=4, attention="prob-atten", attention_heads=("motion", "appearance"))
+    student.eval()
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        out = student(x)
+        phi, features = student.forward_features(x)
+        per_branch = [b(phi, features)[0] for b in student.head.branches.values()]
+    torch.testing.assert_close(out.logits, per_branch[0] + per_branch[1])  # Eq. 7, equal weights
