@@ -1,0 +1,122 @@
+"""The raw-video loader: RGB clips straight from encoded videos, decoded with PyAV.
+
+For RGB-only work on videos that were never prepared (any codec FFmpeg reads; DALI's CPU video
+reader refuses H.264, HEVC and MPEG-4 part 2). Frames are resampled and resized exactly as
+preparation does (video.read_resampled), then cropped, flipped and normalised by augment.py,
+so the tensors have the layout, dtype and normalisation of the rawframes loaders (not their
+JPEG rounding). Flow needs prepared rawframes. Each clip decodes its video from the start up
+to the clip's last frame: right for short action clips, slow for long videos.
+"""
+from __future__ import annotations
+
+import itertools
+
+import av
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from vidistill.datasets.errors import DatasetError
+from vidistill.datasets.layouts import Listing
+from vidistill.datasets.loaders.augment import rgb_to_unit, to_channels_first, crop_flip
+from vidistill.datasets.loaders.opencv import collate_clips
+from vidistill.datasets.loaders.plan import (
+    ClipLoaderConfig,
+    ClipSpec,
+    FixedBatchSampler,
+    VideoExtent,
+    batch_specs,
+    plan_epoch,
+)
+from vidistill.datasets.video import read_resampled
+
+_TIME_EPSILON = 1e-6  # as in video.read_resampled
+
+
+def resampled_length(path, fps: float) -> int:
+    """How many frames read_resampled yields for a video, from packet timestamps alone
+    (demuxing, no decoding)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or fps)
+            times = [
+                float(packet.pts * stream.time_base)
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size
+            ]
+    except (av.error.FFmpegError, OSError, IndexError) as error:
+        raise DatasetError(f"cannot read video ({error}); check or remove it", path) from None
+    if not times:
+        raise DatasetError("video has no frames; check or remove it", path)
+    end = max(times) - min(times) + 1.0 / rate
+    step = 1.0 / fps
+    return next(k for k in itertools.count() if not k * step < end - _TIME_EPSILON)
+
+
+class VideoClips(Dataset):
+    def __init__(self, listing: Listing, specs: list[ClipSpec], config: ClipLoaderConfig):
+        self.listing, self.specs, self.config = listing, specs, config
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __getitem__(self, index: int) -> dict:
+        spec = self.specs[index]
+        config = self.config
+        path = self.listing.videos[spec.video_index].path
+        last = spec.start + config.clip_length
+        frames = list(
+            itertools.islice(
+                read_resampled(path, config.video_fps, config.video_width, config.video_height),
+                last,
+            )
+        )
+        indices = spec.frame_indices(config.clip_length, len(frames))
+        clip = np.stack([frames[i] for i in indices])
+        rgb = rgb_to_unit(crop_flip(clip, spec), spec, config.jitter)
+        return {"spec": spec, "rgb": to_channels_first(rgb)}
+
+
+class PyAVClipLoader:
+    """Iterates one epoch of RGB batches from raw videos; call ``set_epoch`` per epoch."""
+
+    backend = "pyav"
+    device = "cpu"
+
+    def __init__(self, listing: Listing, config: ClipLoaderConfig):
+        if config.modality != "rgb":
+            raise DatasetError(
+                f"{config.modality!r} clips need flow, which raw videos do not have; run "
+                "`vidistill datasets prepare` and load the rawframes"
+            )
+        self.listing = listing
+        self.config = config
+        self.epoch = 0
+        self.extents = [
+            VideoExtent(
+                v.label,
+                resampled_length(v.path, config.video_fps),
+                config.video_width,
+                config.video_height,
+            )
+            for v in listing.videos
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[ClipSpec]]:
+        return batch_specs(plan_epoch(self.extents, self.config, self.epoch), self.config)
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self):
+        batches = self._batches()
+        specs = [spec for batch in batches for spec in batch]
+        yield from DataLoader(
+            VideoClips(self.listing, specs, self.config),
+            batch_sampler=FixedBatchSampler([len(b) for b in batches]),
+            num_workers=self.config.num_workers,
+            collate_fn=collate_clips,
+        )
