@@ -6,6 +6,7 @@ only assembles them, so adding a verb never means editing another verb's code.
 import click
 
 from vidistill.platform.cli.models import check_models
+from vidistill.platform.cli.datasets import datasets
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,3 +27,4 @@ def cli() -> None:
 
 
 cli.add_command(check_models)
+cli.add_command(datasets)
