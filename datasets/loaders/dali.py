@@ -103,6 +103,13 @@ class DALIClipLoader:
 
     # -- the pipeline ----------------------------------------------------------------------------
 
+    def _crop_shape(self) -> list[int]:
+        if self.config.train:
+            return [self.config.crop_size, self.config.crop_size]
+        # test clips are full frames; the plan checks that all videos share one size
+        first = self.files.prepared.videos[0]
+        return [first.height, first.width]
+
     def _build(self):
         from nvidia.dali import fn, math as dmath, pipeline_def, types
 
@@ -111,11 +118,7 @@ class DALIClipLoader:
         decoder_device = "mixed" if gpu else "cpu"
         columns = self._feeder.columns()
         dtypes = {"uint8": types.UINT8, "int32": types.INT32, "float32": types.FLOAT}
-        if config.train:
-            crop_shape = [config.crop_size, config.crop_size]
-        else:  # test clips are full frames; the plan checked all videos share one size
-            first = self.files.prepared.videos[0]
-            crop_shape = [first.height, first.width]
+        crop_shape = self._crop_shape()
 
         @pipeline_def(
             batch_size=config.batch_size * config.clip_length,
@@ -167,11 +170,22 @@ class DALIClipLoader:
     # -- iteration --------------------------------------------------------------------------------
 
     def __iter__(self):
+        return self.load(self._plan())
+
+    def load(self, batches: list[list[ClipSpec]]):
+        """Batches of exactly these clips (e.g. to cache teacher maps for chosen clips); at most
+        ``batch_size`` clips each, with the crop size of this loader's mode."""
+        crop = self._crop_shape()
+        for specs in batches:
+            if len(specs) > self.config.batch_size:
+                raise ValueError(f"a batch of {len(specs)} clips exceeds batch_size {self.config.batch_size}")
+            if any([s.crop_height, s.crop_width] != crop for s in specs):
+                raise ValueError(f"this loader's pipeline crops {crop[0]}x{crop[1]}; a spec asks otherwise")
         if self._pipeline is None or not self._clean:
             # An epoch abandoned half-way leaves prefetched batches inside; start afresh.
             self._pipeline = None
             self._feeder.pending.clear()
-        self._feeder.batches = iter(self._plan())
+        self._feeder.batches = iter(batches)
         if self._pipeline is None:
             self._pipeline = self._build()
         self._clean = False

@@ -93,7 +93,10 @@ class OpenCVClipLoader:
         return len(self._batches())
 
     def __iter__(self):
-        batches = self._batches()
+        return self.load(self._batches())
+
+    def load(self, batches: list[list[ClipSpec]]):
+        """Batches of exactly these clips (e.g. to cache teacher maps for chosen clips)."""
         specs = [spec for batch in batches for spec in batch]
         # Batches are fixed by the plan, so the DataLoader only splits and orders them.
         loader = DataLoader(

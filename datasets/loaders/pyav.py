@@ -112,7 +112,10 @@ class PyAVClipLoader:
         return len(self._batches())
 
     def __iter__(self):
-        batches = self._batches()
+        return self.load(self._batches())
+
+    def load(self, batches: list[list[ClipSpec]]):
+        """Batches of exactly these clips (e.g. to cache teacher maps for chosen clips)."""
         specs = [spec for batch in batches for spec in batch]
         yield from DataLoader(
             VideoClips(self.listing, specs, self.config),
