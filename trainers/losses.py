@@ -85,19 +85,25 @@ def default_lambda2(grid: torch.Size | tuple[int, ...]) -> float:
     return 1.0 / (t * h * w)
 
 
-def _prior_kl(output: ModelOutput, exclude: tuple[str, ...] = ()) -> tuple[torch.Tensor, float]:
-    """Eq. 3 summed over probabilistic maps not supervised otherwise, and the default weight."""
+def _prior_term(output: ModelOutput, lambda2: float | None, exclude: tuple[str, ...] = ()):
+    """(lambda2 * prior, prior): Eq. 3 summed over the probabilistic maps not supervised otherwise.
+
+    lambda2 defaults to 1 / (T * H * W) of the attention grid; soft maps have no prior.
+    """
     maps = [m for name, m in output.attention.items() if m.probabilistic and name not in exclude]
     if not maps:
-        return output.logits.new_zeros((), dtype=torch.float32), 0.0
-    return sum(uniform_prior_kl(m.log_probs) for m in maps), default_lambda2(maps[0].log_probs.shape)
+        zero = output.logits.new_zeros((), dtype=torch.float32)
+        return zero, zero
+    prior = sum(uniform_prior_kl(m.log_probs) for m in maps)
+    weight = default_lambda2(maps[0].log_probs.shape) if lambda2 is None else lambda2
+    return weight * prior, prior
 
 
 def recognition_loss(output: ModelOutput, labels: torch.Tensor, lambda2: float | None = None) -> LossTerms:
     """CE + lambda2 * sum_t KL[A(t) || U] for the probabilistic maps (Sec. 3.2)."""
     ce = F.cross_entropy(output.logits.float(), labels)
-    prior, default = _prior_kl(output)
-    total = ce + (default if lambda2 is None else lambda2) * prior
+    weighted_prior, prior = _prior_term(output, lambda2)
+    total = ce + weighted_prior
     return LossTerms(total, {"ce": ce, "prior_kl": prior})
 
 
@@ -120,8 +126,8 @@ def attention_distillation_loss(
         raise ValueError("attention distillation needs the teacher's motion map")
     ce = F.cross_entropy(output.logits.float(), labels)
     motion_kl = attention_distillation_kl(output.attention[MOTION].log_probs, teacher.motion_log_probs)
-    prior, default = _prior_kl(output, exclude=(MOTION,))
-    total = ce + lambda1 * motion_kl + (default if lambda2 is None else lambda2) * prior
+    weighted_prior, prior = _prior_term(output, lambda2, exclude=(MOTION,))
+    total = ce + lambda1 * motion_kl + weighted_prior
     return LossTerms(total, {"ce": ce, "motion_kl": motion_kl, "prior_kl": prior})
 
 
@@ -146,8 +152,8 @@ def feature_distillation_loss(
         )
     ce = F.cross_entropy(output.logits.float(), labels)
     mse = F.mse_loss(output.features.float(), teacher.features.float())
-    prior, default = _prior_kl(output)
-    total = ce + weight * mse + (default if lambda2 is None else lambda2) * prior
+    weighted_prior, prior = _prior_term(output, lambda2)
+    total = ce + weight * mse + weighted_prior
     return LossTerms(total, {"ce": ce, "feature_mse": mse, "prior_kl": prior})
 
 
@@ -172,8 +178,8 @@ def logit_distillation_loss(
         reduction="batchmean",
         log_target=True,
     ) * temperature**2
-    prior, default = _prior_kl(output)
-    total = (1 - alpha) * ce + alpha * soft + (default if lambda2 is None else lambda2) * prior
+    weighted_prior, prior = _prior_term(output, lambda2)
+    total = (1 - alpha) * ce + alpha * soft + weighted_prior
     return LossTerms(total, {"ce": ce, "logit_kl": soft, "prior_kl": prior})
 
 
