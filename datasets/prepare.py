@@ -1,17 +1,20 @@
 """Preparation (Sec. 3.6): videos -> 24 fps 320x256 JPEG frames + quantised TV-L1 flow.
 
 Flow is computed once here, not every epoch. Videos are prepared as parallel Ray tasks, one
-per video. Each video is written into ``<video-id>.partial/`` and renamed into place when
-complete, and the manifest is saved as results arrive, so a killed run loses at most the
+per video. Each video is written into ``<video-id>.partial-<token>/`` and renamed into place
+when complete, and the manifest is saved as results arrive, so a killed run loses at most the
 videos in flight: a rerun skips videos the manifest lists as finished and redoes any folder
-left half-written. A corrupt, truncated or unreadable video is listed in the manifest with its
+left half-written. The token keeps a rerun apart from Ray workers of a killed run that are
+still finishing their last video. A corrupt, truncated or unreadable video is listed in the manifest with its
 reason and skipped; the rest completes (and a rerun retries it).
 """
 from __future__ import annotations
 
+import glob
 import logging
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,7 +30,7 @@ from vidistill.datasets.video import probe, read_resampled
 
 log = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = ".partial"
+PARTIAL_SUFFIX = ".partial"  # + "-<token>"
 _MANIFEST_SAVE_INTERVAL_S = 2.0  # bounded rewrite cost on datasets of 100k+ videos
 
 
@@ -102,10 +105,10 @@ def prepare_video(video: VideoItem, config: PrepareConfig) -> VideoRecord:
     """Decode, resample, resize one video; write its frames and flow; return its record.
 
     Raises VideoDecodeError for a video that cannot be decoded; nothing is left behind then.
+    prepare_dataset clears what earlier runs left of the video before calling this.
     """
     final = config.out / video.video_id
-    partial = final.with_name(final.name + PARTIAL_SUFFIX)
-    shutil.rmtree(partial, ignore_errors=True)  # left half-written by a killed run
+    partial = final.with_name(f"{final.name}{PARTIAL_SUFFIX}-{uuid.uuid4().hex[:12]}")
     partial.mkdir(parents=True)
     estimator = FlowEstimator(config.flow_method) if config.flow_method else None
     quality = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
@@ -126,9 +129,13 @@ def prepare_video(video: VideoItem, config: PrepareConfig) -> VideoRecord:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if final.exists():  # finished by a run killed before it could record it
-        shutil.rmtree(final)
-    partial.rename(final)
+    try:
+        partial.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        # A worker of a killed run finished the same video with the same settings meanwhile.
+        shutil.rmtree(partial, ignore_errors=True)
     info = _source_info(video.path)
     return VideoRecord(
         video_id=video.video_id,
@@ -188,6 +195,14 @@ def _load_or_create_manifest(listing: Listing, config: PrepareConfig) -> Manifes
     return manifest
 
 
+def _clear_leftovers(out: Path, video_id: str) -> None:
+    """Remove what earlier runs left of an unfinished video: half-written folders, and a
+    complete one that a killed run did not get to record."""
+    final = out / video_id
+    for folder in [final, *final.parent.glob(glob.escape(final.name) + PARTIAL_SUFFIX + "-*")]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def prepare_dataset(
     listing: Listing,
     config: PrepareConfig,
@@ -208,8 +223,9 @@ def prepare_dataset(
         if v.video_id in manifest.videos and (config.out / v.video_id).is_dir()
     }
     todo = [v for v in listing.videos if v.video_id not in finished]
-    for video in todo:  # a record whose folder vanished is stale
-        manifest.videos.pop(video.video_id, None)
+    for video in todo:
+        manifest.videos.pop(video.video_id, None)  # a record whose folder vanished is stale
+        _clear_leftovers(config.out, video.video_id)
     started_ray = not ray.is_initialized()
     if started_ray and todo:
         ray.init(

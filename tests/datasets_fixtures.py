@@ -23,12 +23,13 @@ SMALL_PREPARED_SIZE = (160, 128)  # width, height; crops of 112 fit
 
 
 def write_motion_video(path: Path, pattern: str, frames: int, fps: float, size: tuple[int, int],
-                       codec: str, seed: int = 0) -> Path:
-    """A real encoded video of one synthetic motion pattern."""
+                       codec: str, seed: int = 0, keep: int | None = None) -> Path:
+    """A real encoded video of one synthetic motion pattern; ``keep`` writes only its first
+    frames (slow motion in a short file)."""
     config = SyntheticConfig(frames=frames, width=size[0], height=size[1], fps=fps, codec=codec,
                              distractors=1, noise=0.01, classes=8)
     video = render_video(pattern, config, np.random.default_rng(seed))
-    return write_video(path, video, fps, codec)
+    return write_video(path, video[:keep], fps, codec)
 
 
 def synthetic_dataset(tmp_path_factory) -> Path:
