@@ -1,0 +1,108 @@
+"""The synthetic motion benchmark: deterministic, identical-looking objects, class = motion."""
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vidistill.datasets.layouts import DatasetConfig, describe, list_videos
+from vidistill.datasets.synthetic import MOTION_PATTERNS, SyntheticConfig, make_synthetic, render_video
+from vidistill.datasets.video import probe, read_resampled
+from vidistill.platform.cli.main import cli
+
+CONFIG = SyntheticConfig(classes=8, frames=24, width=128, height=96, distractors=3, noise=0.0)
+
+
+def render(pattern, seed=0, config=CONFIG):
+    return render_video(pattern, config, np.random.default_rng(seed))
+
+
+def mean_flow_of_moving_pixels(video, first, second):
+    grey = [cv2.cvtColor(video[i], cv2.COLOR_RGB2GRAY) for i in (first, second)]
+    flow = cv2.calcOpticalFlowFarneback(grey[0], grey[1], None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    moving = np.linalg.norm(flow, axis=-1) > 0.3
+    return flow[moving].mean(axis=0), moving
+
+
+def test_every_frame_shows_identical_objects_and_only_one_of_them_moves():
+    video = render("move-right")
+    background = video[0, 0, 0]
+    for frame in (video[0], video[-1]):
+        objects = (np.abs(frame.astype(int) - background).sum(axis=-1) > 60).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(objects)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        assert count - 1 == CONFIG.distractors + 1
+        assert areas.max() / areas.min() < 1.15  # same shape and size (up to rasterising)
+        colours = {tuple(frame[labels == k].max(axis=0)) for k in range(1, count)}
+        assert len(colours) == 1  # same colour
+    changed = np.abs(video[0].astype(int) - video[-1].astype(int)).sum(axis=-1) > 60
+    count, _, _, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8))
+    assert count - 1 <= 2  # where the one object was and where it is now
+
+
+@pytest.mark.parametrize("pattern, direction", [
+    ("move-right", (1, 0)), ("move-left", (-1, 0)), ("move-down", (0, 1)), ("move-up", (0, -1))])
+def test_the_class_is_the_direction_of_motion(pattern, direction):
+    for seed in range(3):
+        video = render(pattern, seed)
+        (dx, dy), _ = mean_flow_of_moving_pixels(video, 10, 11)
+        main, other = (dx, dy) if direction[1] == 0 else (dy, dx)
+        assert np.sign(main) == sum(direction) and abs(main) > 0.5 and abs(other) < 0.5 * abs(main)
+
+
+def test_speed_change_oscillation_and_rotation_are_motion_patterns_too():
+    accelerate = render("accelerate-right")
+    (early, _), _ = mean_flow_of_moving_pixels(accelerate, 3, 4)
+    (late, _), _ = mean_flow_of_moving_pixels(accelerate, 21, 22)
+    assert late > 2 * max(early, 0.3)
+    oscillate = render("oscillate-horizontal")
+    (going, _), _ = mean_flow_of_moving_pixels(oscillate, 1, 2)
+    (coming, _), _ = mean_flow_of_moving_pixels(oscillate, 8, 9)
+    assert going > 0.5 and coming < -0.5
+    curls = {}
+    for pattern in ("rotate-clockwise", "rotate-anticlockwise"):
+        video = render(pattern)
+        (dx, dy), moving = mean_flow_of_moving_pixels(video, 6, 7)
+        assert moving.sum() > 20 and abs(dx) < 0.5 and abs(dy) < 0.5  # turns in place
+        grey = [cv2.cvtColor(video[i], cv2.COLOR_RGB2GRAY) for i in (6, 7)]
+        flow = cv2.calcOpticalFlowFarneback(grey[0], grey[1], None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        curl = np.gradient(flow[..., 1], axis=1) - np.gradient(flow[..., 0], axis=0)
+        curls[pattern] = curl[moving].mean()
+    # image y points down, so a clockwise turn on screen has positive curl
+    assert curls["rotate-clockwise"] > 0.02 and curls["rotate-anticlockwise"] < -0.02
+
+
+def test_generation_is_deterministic_for_a_seed(tmp_path):
+    config = SyntheticConfig(classes=2, videos_per_class=2, frames=12, width=64, height=48, seed=5)
+    first, second = make_synthetic(tmp_path / "a", config), make_synthetic(tmp_path / "b", config)
+    other = make_synthetic(tmp_path / "c", SyntheticConfig(**{**config.__dict__, "seed": 6}))
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert len(files) == 4 + 4  # videos + classes.txt, train.txt, test.txt, synthetic.json
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+    video = "move-right/move-right_000.avi"
+    assert (first / video).read_bytes() != (other / video).read_bytes()
+    # more videos per class leave the existing ones unchanged
+    more = make_synthetic(tmp_path / "d", SyntheticConfig(**{**config.__dict__, "videos_per_class": 3}))
+    assert (more / video).read_bytes() == (first / video).read_bytes()
+
+
+def test_cli_make_synthetic_writes_a_generic_dataset_in_the_chosen_codec(tmp_path):
+    out = tmp_path / "motion"
+    result = CliRunner().invoke(cli, ["datasets", "make-synthetic", str(out), "--classes", "3",
+                                      "--videos-per-class", "4", "--frames", "15", "--size", "80x64",
+                                      "--fps", "30", "--codec", "vp9", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (
+        f"wrote 12 vp9 videos (move-right, move-left, move-down) to {out}")
+    description = describe(DatasetConfig(out, "generic"))
+    assert description["classes"] == ["move-right", "move-left", "move-down"]
+    assert {s: d["videos"] for s, d in description["subsets"].items()} == {"test": 3, "train": 9}
+    video = list_videos(DatasetConfig(out, "generic"), "test").videos[0]
+    assert video.path.suffix == ".webm"
+    info = probe(video.path)
+    assert (info["codec"], info["fps"], info["width"], info["height"]) == ("vp9", 30.0, 80, 64)
+    assert len(list(read_resampled(video.path, 30.0, 80, 64))) == 15
+    again = CliRunner().invoke(cli, ["datasets", "make-synthetic", str(out)])
+    assert again.exit_code == 1 and "already holds a dataset; choose an empty folder" in again.output
+    bad = CliRunner().invoke(cli, ["datasets", "make-synthetic", str(tmp_path / "x"), "--classes", "9"])
+    assert bad.exit_code == 1 and f"classes must be 2..{len(MOTION_PATTERNS)}" in bad.output
