@@ -1,0 +1,300 @@
+"""The dispatcher: moves jobs from the queue onto Ray and their outcomes back.
+
+Each pass (every VIDISTILL_POLL_INTERVAL seconds) it
+
+1. heartbeats, so others know its running jobs are looked after;
+2. adopts running jobs of dispatchers that stopped heartbeating (for
+   VIDISTILL_STALE_AFTER seconds); from then on they are watched like its own;
+3. fails queued jobs whose dependency failed or was cancelled;
+4. watches its running jobs on Ray: a requested cancel stops the Ray job; an
+   ended Ray job ends the queue job; a Ray job that is gone or was killed (by a
+   signal, with its node, or Ray lost it) is *lost*: back to queued with one
+   more attempt, or failed once `max_attempts` are used, with the reason;
+5. admits queued jobs while the cluster has room for what their workers will
+   ask (`claim_next_job`: atomic, priority then age, dependencies satisfied)
+   and submits each as a Ray job.
+
+Any number of dispatchers, on any machines, may share one queue database: the
+claim is atomic, so each job runs once. Adopting a stalled job does not restart
+it: if its Ray job still runs (the dispatcher died, Ray did not), it simply
+continues under the new owner; only a Ray job that is gone is re-queued.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vidistill.platform.kinds import ConfigError, UnknownKind, get_kind
+from vidistill.platform.queue import ErrorKind, Job, JobQueue, JobState
+from vidistill.platform.ray_cluster import ClusterUnavailable, RayCluster, RayJobState, connect_cluster
+from vidistill.platform.settings import Settings
+
+log = logging.getLogger("vidistill.dispatcher")
+
+# Exit statuses above this mean "killed by signal (status - 128)", per the
+# shell convention job_entrypoint follows; negative ones are Python's.
+_SIGNAL_BASE = 128
+
+
+def new_dispatcher_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
+
+
+def classify_exit(state: RayJobState) -> tuple[JobState | None, ErrorKind | None, str | None]:
+    """(end state, error kind, error) for a finished Ray job; (None, LOST, why) = lost."""
+    code = state.exit_code
+    if state.status == "SUCCEEDED":
+        return JobState.SUCCEEDED, None, None
+    if state.status == "STOPPED":
+        return JobState.CANCELLED, None, "stopped through Ray (not by `vidistill jobs cancel`)"
+    if code is not None and 0 < code <= _SIGNAL_BASE:
+        return JobState.FAILED, ErrorKind.EXIT, f"exited with code {code}; see `vidistill jobs logs`"
+    if code is not None and code > _SIGNAL_BASE:
+        return None, ErrorKind.LOST, f"killed by signal {code - _SIGNAL_BASE}"
+    if code is not None and code < 0:
+        return None, ErrorKind.LOST, f"its Ray driver was killed by signal {-code}"
+    return None, ErrorKind.LOST, f"Ray reports {state.status}: {state.message.strip()[:300]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: JobQueue,
+        cluster: RayCluster,
+        *,
+        dispatcher_id: str | None = None,
+        max_claims_per_pass: int = 64,
+    ):
+        self.queue = queue
+        self.settings = queue.settings
+        self.cluster = cluster
+        self.id = dispatcher_id or new_dispatcher_id()
+        self.max_claims_per_pass = max_claims_per_pass
+        self._clusters: dict[str, RayCluster] = {cluster.address: cluster}
+        self._unreachable_since: dict[str, float] = {}
+        self._stop = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run passes until `stop()` (or SIGTERM/SIGINT through `serve_forever`)."""
+        self.queue.register_dispatcher(self.id, socket.gethostname(), os.getpid(), self.cluster.address)
+        log.info("dispatcher %s serving queue %s on Ray %s", self.id, _safe_url(self.settings.db_url),
+                 self.cluster.address)
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    self.run_once()
+                except Exception:  # one bad pass (database restart, Ray hiccup) must not end the service
+                    log.exception("dispatcher pass failed; retrying")
+                self._stop.wait(max(0.0, self.settings.poll_interval - (time.monotonic() - started)))
+        finally:
+            # Its jobs keep running on Ray; unregistering lets another dispatcher adopt them now.
+            self.queue.unregister_dispatcher(self.id)
+            log.info("dispatcher %s stopped", self.id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_once(self) -> None:
+        if not self.queue.heartbeat(self.id):
+            log.warning("dispatcher %s was declared dead by others (missed heartbeats); re-registering", self.id)
+            self.queue.register_dispatcher(self.id, socket.gethostname(), os.getpid(), self.cluster.address)
+        for job in self.queue.take_over_stalled_jobs(self.id):
+            log.info("job %d: adopted from stalled dispatcher %s", job.id, job.dispatcher_id)
+        for job_id in self.queue.fail_jobs_with_failed_dependencies():
+            log.info("job %d: failed, a dependency failed", job_id)
+        for job in self.queue.jobs_of(self.id):
+            self._watch(job)
+        self._admit()
+
+    # -- watching running jobs ---------------------------------------------------
+
+    def _watch(self, job: Job) -> None:
+        cluster = self._cluster_for(job)
+        if cluster is None:
+            return  # unreachable for now; _cluster_for declared it lost if for long
+        if job.cancel_requested:
+            cluster.stop(job.ray_submission_id)
+            if self.queue.finish(job.id, self.id, JobState.CANCELLED, error="cancelled by request"):
+                _note(job, "cancelled by request; Ray job stopped, output above kept")
+                log.info("job %d: cancelled", job.id)
+            return
+        try:
+            state = cluster.state(job.ray_submission_id)
+        except Exception as error:
+            self._cluster_trouble(cluster.address, error)
+            return
+        if state is None:
+            self._lost(job, "Ray no longer knows its job (cluster restarted or job record lost)")
+            return
+        if not state.finished:
+            return
+        end_state, error_kind, error = classify_exit(state)
+        if end_state is None:
+            self._lost(job, error)
+            return
+        if self.queue.finish(job.id, self.id, end_state, exit_code=state.exit_code, error=error,
+                             error_kind=error_kind):
+            log.info("job %d: %s", job.id, end_state.value)
+
+    def _lost(self, job: Job, reason: str) -> None:
+        if job.ray_submission_id:
+            cluster = self._clusters.get(job.ray_address or self.cluster.address)
+            try:
+                if cluster is not None:
+                    cluster.stop(job.ray_submission_id, wait=10)  # never leave a half-alive copy running
+            except Exception:
+                pass
+        new_state = self.queue.requeue_or_fail(job.id, self.id, reason)
+        if new_state is not None:
+            verb = "re-queued" if new_state == JobState.QUEUED else "failed, no attempts left"
+            _note(job, f"attempt {job.attempts} lost: {reason}; {verb}")
+            log.warning("job %d: attempt %d lost (%s); %s", job.id, job.attempts, reason, verb)
+
+    def _cluster_for(self, job: Job) -> RayCluster | None:
+        address = job.ray_address or self.cluster.address
+        cluster = self._clusters.get(address)
+        if cluster is None:
+            try:
+                cluster = self._clusters[address] = RayCluster(address)
+            except ClusterUnavailable as error:
+                if self._cluster_trouble(address, error):
+                    self._lost(job, f"its Ray cluster {address} is unreachable")
+                return None
+        return cluster
+
+    def _cluster_trouble(self, address: str, error: Exception) -> bool:
+        """Note an unreachable cluster; True once it has been so for stale_after seconds."""
+        first = self._unreachable_since.setdefault(address, time.monotonic())
+        log.warning("Ray at %s unreachable: %s", address, error)
+        return time.monotonic() - first > self.settings.stale_after
+
+    # -- admitting queued jobs ---------------------------------------------------
+
+    def _admit(self) -> None:
+        try:
+            capacity = self.cluster.capacity()
+        except Exception as error:
+            self._cluster_trouble(self.cluster.address, error)
+            return
+        self._unreachable_since.pop(self.cluster.address, None)
+        for _ in range(self.max_claims_per_pass):
+            job = self.queue.claim_next_job(self.id, capacity, ray_address=self.cluster.address,
+                                            logs_dir=self.settings.logs_dir)
+            if job is None:
+                return
+            self._start(job)
+
+    def _start(self, job: Job) -> None:
+        try:
+            kind = get_kind(job.kind)
+            config = kind.parse(job.config)
+        except (UnknownKind, ConfigError) as error:
+            # The code changed since submission (kind removed or config schema changed).
+            self.queue.finish(job.id, self.id, JobState.FAILED, error=f"cannot start: {error}",
+                              error_kind=ErrorKind.SUBMIT)
+            return
+        if kind.command is not None:
+            command = kind.command(config)
+        else:
+            command = f"{shlex.quote(sys.executable)} -m vidistill.platform.kinds.driver"
+        workdir = kind.workdir(config) if kind.workdir else None
+        entrypoint = " ".join(
+            [shlex.quote(sys.executable), "-m", "vidistill.platform.job_entrypoint",
+             "--log", shlex.quote(job.log_path)]
+            + (["--cwd", shlex.quote(workdir)] if workdir else [])
+            + ["--", shlex.quote(command)]  # one argument: `;` and pipes stay inside the job
+        )
+        env = {
+            **(kind.env(config) if kind.env else {}),
+            "VIDISTILL_JOB_ID": str(job.id),
+            "VIDISTILL_JOB_ATTEMPT": str(job.attempts),
+            "VIDISTILL_JOB_KIND": job.kind,
+            "VIDISTILL_JOB_CONFIG": json.dumps(job.config),
+        }
+        # The driver holds resources only when it is the worker (see kinds docstring).
+        cpus = job.cpus_per_worker if kind.driver_is_worker else 0
+        gpus = job.gpus_per_worker if kind.driver_is_worker else 0
+        try:
+            self.cluster.submit(job.ray_submission_id, entrypoint, num_cpus=cpus, num_gpus=gpus, env=env,
+                                metadata={"vidistill_job_id": str(job.id), "owner": job.owner})
+        except Exception as error:
+            self._lost(job, f"Ray did not accept the job: {error}")
+            return
+        log.info("job %d: attempt %d started as Ray job %s", job.id, job.attempts, job.ray_submission_id)
+
+
+def _note(job: Job, text: str) -> None:
+    """Append a line to the job's log, when that file is on this machine."""
+    if not job.log_path or not Path(job.log_path).parent.is_dir():
+        return
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    with open(job.log_path, "a") as handle:
+        handle.write(f"=== {stamp}: {text}\n")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def serve_forever(settings: Settings | None = None) -> None:
+    """What `vidistill dispatcher` runs: serve until SIGTERM or Ctrl-C."""
+    settings = settings or Settings.from_env()
+    queue = JobQueue(settings)
+    cluster = connect_cluster(settings)
+    dispatcher = Dispatcher(queue, cluster)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: dispatcher.stop())
+    dispatcher.serve()
+
+
+def ensure_dispatcher(settings: Settings) -> int | None:
+    """Start a background dispatcher if none is alive; its pid, or None if one runs."""
+    queue = JobQueue(settings)
+    if queue.live_dispatchers():
+        return None
+    settings.home.mkdir(parents=True, exist_ok=True)
+    pid_file = settings.home / "dispatcher.pid"
+    with open(settings.home / "dispatcher.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # One started moments ago may not have registered yet.
+        if _alive(pid_file) or queue.live_dispatchers():
+            return None
+        with open(settings.home / "dispatcher.log", "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "vidistill.platform.dispatcher"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI call that started it
+            )
+        pid_file.write_text(str(process.pid))
+    return process.pid
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:  # not a recycled pid
+        return b"vidistill.platform.dispatcher" in handle.read()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve_forever()

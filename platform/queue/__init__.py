@@ -1,0 +1,15 @@
+"""The persistent job queue: models, migrations and the `JobQueue` store."""
+from vidistill.platform.queue.models import Dispatcher, ErrorKind, Job, JobState
+from vidistill.platform.queue.store import Capacity, InvalidTransition, JobNotFound, JobQueue, Usage
+
+__all__ = [
+    "Capacity",
+    "Dispatcher",
+    "ErrorKind",
+    "InvalidTransition",
+    "Job",
+    "JobNotFound",
+    "JobQueue",
+    "JobState",
+    "Usage",
+]

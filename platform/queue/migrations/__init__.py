@@ -1,0 +1,1 @@
+"""Alembic migrations of the job queue (applied by vidistill.platform.queue.db.migrate)."""

@@ -1,0 +1,477 @@
+"""`JobQueue`: every read and state change of jobs goes through here.
+
+Each state change is one short transaction whose UPDATE is conditional on the
+state it expects (``WHERE id = :id AND state = 'running' AND dispatcher_id =
+:me``), so two processes racing for the same job cannot both win: the loser's
+UPDATE matches no row and it backs off. On SQLite, writing transactions begin
+with BEGIN IMMEDIATE (see db.py); on PostgreSQL the claim locks its candidate
+row with ``FOR UPDATE SKIP LOCKED`` so concurrent dispatchers take different
+jobs instead of queueing behind one another.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from vidistill.platform.kinds import get_kind
+from vidistill.platform.queue.db import connect
+from vidistill.platform.queue.models import Dispatcher, ErrorKind, Job, JobState, job_dependencies, utcnow
+from vidistill.platform.settings import Settings
+
+QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
+SUCCEEDED, FAILED, CANCELLED = JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        super().__init__(f"no job {job_id}; `vidistill jobs list` shows the jobs there are")
+
+
+class InvalidTransition(RuntimeError):
+    """The job is not in a state that allows the request (message says why)."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the cluster can hold; admission compares jobs with it.
+
+    total_*: the whole cluster. max_worker_*: the largest single node, since one
+    worker cannot span nodes (a 2-GPU worker never fits two 1-GPU nodes).
+    """
+
+    total_cpus: float
+    total_gpus: float
+    max_worker_cpus: float
+    max_worker_gpus: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpus: float
+    gpus: float
+    jobs: int
+
+
+# Resource comparisons tolerate float rounding (0.1 + 0.2 jobs on a 0.3 budget).
+_EPS = 1e-9
+
+
+class JobQueue:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings.from_env()
+        self.engine = connect(self.settings)
+        # Transactions that write take the SQLite write lock up front (db.py).
+        self._write_engine = self.engine.execution_options(sqlite_write=True)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    # -- sessions -------------------------------------------------------------
+
+    def _read(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _write(self) -> Session:
+        return Session(self._write_engine, expire_on_commit=False)
+
+    # -- submitting and reading ---------------------------------------------
+
+    def submit(
+        self,
+        kind: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        owner: str | None = None,
+        priority: int = 0,
+        depends_on: Sequence[int] = (),
+        max_attempts: int = 3,
+    ) -> Job:
+        """Validate `config` for `kind` and queue the job.
+
+        Raises UnknownKind, ConfigError (field + reason) or JobNotFound (a
+        dependency that does not exist) before anything is written.
+        """
+        job_kind = get_kind(kind)
+        normalised, resources = job_kind.validated(config)
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        with self._write() as session, session.begin():
+            dependencies = []
+            for dep_id in dict.fromkeys(depends_on):  # keeps order, drops repeats
+                dependency = session.get(Job, dep_id)
+                if dependency is None:
+                    raise JobNotFound(dep_id)
+                dependencies.append(dependency)
+            job = Job(
+                kind=job_kind.name,
+                config=normalised,
+                owner=owner or default_owner(),
+                priority=priority,
+                state=QUEUED,
+                num_workers=resources.num_workers,
+                cpus_per_worker=resources.cpus_per_worker,
+                gpus_per_worker=resources.gpus_per_worker,
+                attempts=0,
+                max_attempts=max_attempts,
+                retries=0,
+                cancel_requested=False,
+                created_at=utcnow(),
+                dependencies=dependencies,
+            )
+            session.add(job)
+        return job
+
+    def get(self, job_id: int) -> Job:
+        with self._read() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            return job
+
+    def list_jobs(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        kind: str | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        """Newest first."""
+        query = select(Job).order_by(Job.id.desc())
+        if states:
+            query = query.where(Job.state.in_([JobState(s).value for s in states]))
+        if kind:
+            query = query.where(Job.kind == kind)
+        if owner:
+            query = query.where(Job.owner == owner)
+        if limit:
+            query = query.limit(limit)
+        with self._read() as session:
+            return list(session.scalars(query))
+
+    def set_mlflow_run_id(self, job_id: int, run_id: str) -> None:
+        with self._write() as session, session.begin():
+            if session.execute(update(Job).where(Job.id == job_id).values(mlflow_run_id=run_id)).rowcount == 0:
+                raise JobNotFound(job_id)
+
+    # -- user requests --------------------------------------------------------
+
+    def cancel(self, job_id: int) -> Job:
+        """Queued: cancelled now. Running: marked; its dispatcher stops the Ray job.
+
+        Raises InvalidTransition for a job that already finished.
+        """
+        with self._write() as session, session.begin():
+            job = self._lock(session, job_id)
+            if job.state == QUEUED:
+                job.state = CANCELLED
+                job.finished_at = utcnow()
+                job.cancel_requested = True
+            elif job.state == RUNNING:
+                job.cancel_requested = True
+            else:
+                raise InvalidTransition(f"job {job_id} already {job.state}; nothing to cancel")
+        return self.get(job_id)
+
+    def retry(self, job_id: int) -> list[int]:
+        """Re-queue a failed or cancelled job with a fresh attempt budget.
+
+        Jobs that failed only because this one failed (transitively) are
+        re-queued with it, so retrying the broken step of a pipeline resumes the
+        pipeline. Returns the re-queued ids, `job_id` first.
+        """
+        with self._write() as session, session.begin():
+            job = self._lock(session, job_id)
+            if job.state not in (FAILED, CANCELLED):
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried"
+                )
+            requeued = [job_id]
+            frontier = [job_id]
+            while frontier:
+                dependents = session.scalars(
+                    select(Job)
+                    .join(job_dependencies, job_dependencies.c.job_id == Job.id)
+                    .where(
+                        job_dependencies.c.depends_on_id.in_(frontier),
+                        Job.state == FAILED,
+                        Job.error_kind == ErrorKind.DEPENDENCY.value,
+                    )
+                ).all()
+                frontier = [d.id for d in dependents if d.id not in requeued]
+                requeued.extend(frontier)
+            for requeue_id in requeued:
+                target = session.get(Job, requeue_id)
+                target.state = QUEUED
+                target.attempts = 0
+                target.retries += 1
+                target.cancel_requested = False
+                target.finished_at = None
+                target.dispatcher_id = None
+                target.ray_submission_id = None
+                target.exit_code = None
+                target.error = None
+                target.error_kind = None
+        return requeued
+
+    # -- dispatchers ----------------------------------------------------------
+
+    def register_dispatcher(self, dispatcher_id: str, hostname: str, pid: int, ray_address: str | None) -> None:
+        now = utcnow()
+        with self._write() as session, session.begin():
+            session.merge(
+                Dispatcher(id=dispatcher_id, hostname=hostname, pid=pid, ray_address=ray_address,
+                           started_at=now, heartbeat_at=now)
+            )
+
+    def heartbeat(self, dispatcher_id: str) -> bool:
+        """Refresh the heartbeat; False if others already declared this dispatcher dead."""
+        with self._write() as session, session.begin():
+            result = session.execute(
+                update(Dispatcher).where(Dispatcher.id == dispatcher_id).values(heartbeat_at=utcnow())
+            )
+            return result.rowcount == 1
+
+    def unregister_dispatcher(self, dispatcher_id: str) -> None:
+        with self._write() as session, session.begin():
+            session.execute(Dispatcher.__table__.delete().where(Dispatcher.id == dispatcher_id))
+
+    def live_dispatchers(self, stale_after: float | None = None) -> list[Dispatcher]:
+        cutoff = utcnow() - timedelta(seconds=stale_after or self.settings.stale_after)
+        with self._read() as session:
+            return list(session.scalars(select(Dispatcher).where(Dispatcher.heartbeat_at >= cutoff)))
+
+    # -- claiming -------------------------------------------------------------
+
+    def claim_next_job(
+        self,
+        dispatcher_id: str,
+        capacity: Capacity,
+        *,
+        ray_address: str | None = None,
+        logs_dir: Path | None = None,
+    ) -> Job | None:
+        """Atomically move the next admissible job from queued to running.
+
+        Next = highest priority, then oldest, among queued jobs whose
+        dependencies all succeeded and that could ever fit the cluster. If that
+        job does not fit in what running jobs leave free, nothing is claimed:
+        strict order, so a big job is never starved by a stream of small ones.
+        The returned job carries its new attempt number, its Ray submission id
+        (fixed now, so a dispatcher that dies right after submitting leaves
+        enough behind for recovery to stop the Ray job) and its log path.
+        """
+        with self._write() as session, session.begin():
+            candidate = self._next_candidate(session, capacity)
+            if candidate is None:
+                return None
+            used = self._usage(session, RUNNING)
+            if (candidate.total_cpus > capacity.total_cpus - used.cpus + _EPS
+                    or candidate.total_gpus > capacity.total_gpus - used.gpus + _EPS):
+                return None
+            attempt = candidate.attempts + 1
+            logs_dir = logs_dir or self.settings.logs_dir
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == candidate.id, Job.state == QUEUED)
+                .values(
+                    state=RUNNING,
+                    attempts=attempt,
+                    dispatcher_id=dispatcher_id,
+                    started_at=utcnow(),
+                    ray_address=ray_address,
+                    ray_submission_id=f"vidistill-job{candidate.id}-attempt{attempt}-{os.urandom(3).hex()}",
+                    log_path=str(Path(logs_dir) / f"job-{candidate.id}.log"),
+                    exit_code=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # taken meanwhile (only possible without IMMEDIATE/row lock)
+                return None
+            session.expire(candidate)
+            session.refresh(candidate)
+            return candidate
+
+    def _next_candidate(self, session: Session, capacity: Capacity) -> Job | None:
+        parent = aliased(Job)
+        unmet_dependency = exists().where(
+            job_dependencies.c.job_id == Job.id,
+            job_dependencies.c.depends_on_id == parent.id,
+            parent.state != SUCCEEDED,
+        )
+        query = (
+            select(Job)
+            .where(
+                Job.state == QUEUED,
+                ~unmet_dependency,
+                Job.num_workers * Job.cpus_per_worker <= capacity.total_cpus + _EPS,
+                Job.num_workers * Job.gpus_per_worker <= capacity.total_gpus + _EPS,
+                Job.cpus_per_worker <= capacity.max_worker_cpus + _EPS,
+                Job.gpus_per_worker <= capacity.max_worker_gpus + _EPS,
+            )
+            .order_by(Job.priority.desc(), Job.created_at, Job.id)
+            .limit(1)
+        )
+        if self.is_postgres:
+            # Rows another dispatcher is claiming right now are skipped, not waited on.
+            query = query.with_for_update(skip_locked=True, of=Job)
+        return session.scalars(query).first()
+
+    def _usage(self, session: Session, state: str) -> Usage:
+        cpus, gpus, count = session.execute(
+            select(
+                func.coalesce(func.sum(Job.num_workers * Job.cpus_per_worker), 0.0),
+                func.coalesce(func.sum(Job.num_workers * Job.gpus_per_worker), 0.0),
+                func.count(Job.id),
+            ).where(Job.state == state)
+        ).one()
+        return Usage(float(cpus), float(gpus), int(count))
+
+    def usage(self, state: JobState | str = JobState.RUNNING) -> Usage:
+        """Resources held by running jobs, or demanded by queued ones."""
+        with self._read() as session:
+            return self._usage(session, JobState(state).value)
+
+    # -- running jobs ---------------------------------------------------------
+
+    def jobs_of(self, dispatcher_id: str) -> list[Job]:
+        with self._read() as session:
+            return list(session.scalars(
+                select(Job).where(Job.state == RUNNING, Job.dispatcher_id == dispatcher_id).order_by(Job.id)
+            ))
+
+    def finish(
+        self,
+        job_id: int,
+        dispatcher_id: str,
+        state: JobState,
+        *,
+        exit_code: int | None = None,
+        error: str | None = None,
+        error_kind: ErrorKind | None = None,
+    ) -> bool:
+        """running -> succeeded/failed/cancelled, only if `dispatcher_id` still owns it."""
+        if state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+            raise ValueError(f"finish() ends a job; {state} is not an end state")
+        with self._write() as session, session.begin():
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == RUNNING, Job.dispatcher_id == dispatcher_id)
+                .values(
+                    state=state.value,
+                    finished_at=utcnow(),
+                    exit_code=exit_code,
+                    error=error,
+                    error_kind=error_kind.value if error_kind else None,
+                )
+            )
+            return result.rowcount == 1
+
+    def requeue_or_fail(self, job_id: int, dispatcher_id: str, reason: str) -> JobState | None:
+        """A lost attempt: back to queued if attempts remain, else failed with the reason.
+
+        Returns the new state, or None if `dispatcher_id` no longer owns the job.
+        """
+        with self._write() as session, session.begin():
+            job = self._lock(session, job_id)
+            if job.state != RUNNING or job.dispatcher_id != dispatcher_id:
+                return None
+            job.error_kind = ErrorKind.LOST.value
+            job.dispatcher_id = None
+            if job.attempts < job.max_attempts:
+                job.state = QUEUED
+                job.error = f"attempt {job.attempts} lost: {reason}; re-queued"
+            else:
+                job.state = FAILED
+                job.finished_at = utcnow()
+                job.error = f"gave up after {job.attempts} of {job.max_attempts} attempts; last one lost: {reason}"
+            return JobState(job.state)
+
+    def take_over_stalled_jobs(self, dispatcher_id: str, stale_after: float | None = None) -> list[Job]:
+        """Adopt running jobs whose dispatcher stopped heartbeating.
+
+        The caller then stops their Ray jobs and calls `requeue_or_fail` (or
+        `finish(..., CANCELLED)` when a cancel was requested). Adopting first
+        makes the recovery itself crash-safe: if the adopter dies too, its own
+        heartbeat goes stale and someone else adopts the jobs again.
+        """
+        cutoff = utcnow() - timedelta(seconds=stale_after or self.settings.stale_after)
+        live = select(Dispatcher.id).where(Dispatcher.heartbeat_at >= cutoff)
+        with self._write() as session, session.begin():
+            stalled = session.scalars(
+                select(Job).where(
+                    Job.state == RUNNING,
+                    or_(Job.dispatcher_id.is_(None), Job.dispatcher_id.not_in(live)),
+                    or_(Job.dispatcher_id.is_(None), Job.dispatcher_id != dispatcher_id),
+                )
+            ).all()
+            adopted = []
+            for job in stalled:
+                result = session.execute(
+                    update(Job)
+                    .where(Job.id == job.id, Job.state == RUNNING,
+                           Job.dispatcher_id.is_(None) if job.dispatcher_id is None
+                           else Job.dispatcher_id == job.dispatcher_id)
+                    .values(dispatcher_id=dispatcher_id)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 1:
+                    adopted.append(job)
+            # Dispatchers that stopped heartbeating long ago: forget them.
+            session.execute(Dispatcher.__table__.delete().where(Dispatcher.heartbeat_at < cutoff))
+        return adopted
+
+    def fail_jobs_with_failed_dependencies(self) -> list[int]:
+        """queued -> failed for jobs whose dependency failed or was cancelled (transitively)."""
+        parent = aliased(Job)
+        failed_ids: list[int] = []
+        with self._write() as session, session.begin():
+            while True:
+                rows = session.execute(
+                    select(Job.id, parent.id, parent.state)
+                    .join(job_dependencies, job_dependencies.c.job_id == Job.id)
+                    .join(parent, parent.id == job_dependencies.c.depends_on_id)
+                    .where(Job.state == QUEUED, parent.state.in_([FAILED, CANCELLED]))
+                    .order_by(Job.id, parent.id)
+                ).all()
+                if not rows:
+                    return failed_ids
+                reasons: dict[int, str] = {}
+                for job_id, parent_id, parent_state in rows:
+                    reasons.setdefault(job_id, f"dependency job {parent_id} {parent_state}; "
+                                               f"`vidistill jobs retry {parent_id}` re-runs both")
+                for job_id, reason in reasons.items():
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.state == QUEUED)
+                        .values(state=FAILED, finished_at=utcnow(), error=reason,
+                                error_kind=ErrorKind.DEPENDENCY.value)
+                    )
+                    failed_ids.append(job_id)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _lock(self, session: Session, job_id: int) -> Job:
+        query = select(Job).where(Job.id == job_id)
+        if self.is_postgres:
+            query = query.with_for_update(of=Job)
+        job = session.scalars(query).first()
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+
+def default_owner() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers): still record something
+        return f"uid{os.getuid()}"
+
+
+__all__ = ["Capacity", "InvalidTransition", "JobNotFound", "JobQueue", "Usage"]
