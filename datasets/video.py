@@ -26,7 +26,30 @@ CODECS: dict[str, tuple[str, str, str]] = {
 # A container declaring more frames than decode, beyond this slack, is reported as truncated.
 # Slack because edit lists and B-frame reordering legitimately lose a frame or two.
 _TRUNCATION_SLACK_FRAMES = 2
+
+
 _TIME_EPSILON = 1e-6
+
+
+def _snapper(stream, rate: float):
+    """Seconds of a timestamp, put back on the stream's frame grid when it is within one tick
+    of it: containers round times to their time base (1 ms in WebM), so 30 fps frame 14 says
+    0.467 s instead of 0.4667 s, which would shift it past an output time."""
+    tick = float(stream.time_base or 0)
+
+    def seconds(time: float) -> float:
+        nearest = round(time * rate) / rate
+        return nearest if abs(time - nearest) <= tick else time
+
+    return seconds
+
+
+def _frames_before(end: float, fps: float) -> int:
+    """How many output frames k / fps fall before ``end`` seconds."""
+    count = 0
+    while count / fps < end - _TIME_EPSILON:
+        count += 1
+    return count
 
 
 def read_resampled(
@@ -53,6 +76,7 @@ def read_resampled(
         source_rate = stream.average_rate or stream.guessed_rate or Fraction(fps)
         declared = stream.frames
         step = 1.0 / fps
+        seconds = _snapper(stream, float(source_rate))
         emitted = decoded = 0
         held = None
         held_time = first_time = 0.0
@@ -64,7 +88,7 @@ def read_resampled(
 
         try:
             for frame in container.decode(stream):
-                time = frame.time if frame.time is not None else decoded / float(source_rate)
+                time = seconds(frame.time) if frame.time is not None else decoded / float(source_rate)
                 if decoded == 0:
                     first_time = time
                 time -= first_time
@@ -96,6 +120,27 @@ def read_resampled(
             image = convert(held) if image is None else image
             yield image
             emitted += 1
+
+
+def resampled_length(path: Path | str, fps: float) -> int:
+    """How many frames read_resampled yields for a video, from packet timestamps alone
+    (demuxing, no decoding); raises VideoDecodeError if it cannot be read."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or fps)
+            seconds = _snapper(stream, rate)
+            times = [
+                seconds(float(packet.pts * stream.time_base))
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size
+            ]
+    except (av.error.FFmpegError, OSError, IndexError) as error:
+        raise VideoDecodeError(path, f"cannot read: {error}") from None
+    if not times:
+        raise VideoDecodeError(path, "no frames")
+    return _frames_before(max(times) - min(times) + 1.0 / rate, fps)
 
 
 def probe(path: Path | str) -> dict:

@@ -239,3 +239,20 @@ def test_manifest_hash_is_stable_and_follows_the_data_not_the_failures(tmp_path,
     assert manifest.content_hash() == result.manifest_hash
     manifest.flow_bound = 15.0
     assert manifest.content_hash() != result.manifest_hash
+
+
+@pytest.mark.parametrize("codec, fps, frames", [("mpeg4", 25.0, 40), ("h264", 30.0, 45), ("vp9", 30.0, 15),
+                                                ("mjpeg", 12.0, 10)])
+def test_resampling_counts_output_frames_by_duration_whatever_the_container(tmp_path, codec, fps, frames):
+    from vidistill.datasets.video import CODECS, read_resampled, resampled_length
+    path = write_motion_video(tmp_path / f"v{CODECS[codec][2]}", "move-up", frames, fps, (48, 32), codec)
+    duration = frames / fps
+    for target in (24.0, fps, 2 * fps):
+        expected = int(np.ceil(duration * target - 1e-9))
+        assert len(list(read_resampled(path, target, 48, 32))) == expected, target
+        assert resampled_length(path, target) == expected, target
+    # at its own rate a video keeps every frame, in order
+    source = list(read_resampled(path, fps, 48, 32))
+    doubled = list(read_resampled(path, 2 * fps, 48, 32))
+    assert all(np.array_equal(doubled[2 * i], source[i]) and np.array_equal(doubled[2 * i + 1], source[i])
+               for i in range(frames))

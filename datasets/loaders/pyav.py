@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import itertools
 
-import av
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from vidistill.datasets.errors import DatasetError
+from vidistill.datasets.errors import DatasetError, VideoDecodeError
 from vidistill.datasets.layouts import Listing
 from vidistill.datasets.loaders.augment import rgb_to_unit, to_channels_first, crop_flip
 from vidistill.datasets.loaders.opencv import collate_clips
@@ -27,30 +26,13 @@ from vidistill.datasets.loaders.plan import (
     batch_specs,
     plan_epoch,
 )
-from vidistill.datasets.video import read_resampled
+from vidistill.datasets.video import read_resampled, resampled_length
 
-_TIME_EPSILON = 1e-6  # as in video.read_resampled
-
-
-def resampled_length(path, fps: float) -> int:
-    """How many frames read_resampled yields for a video, from packet timestamps alone
-    (demuxing, no decoding)."""
+def _length(path, fps: float) -> int:
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or stream.guessed_rate or fps)
-            times = [
-                float(packet.pts * stream.time_base)
-                for packet in container.demux(stream)
-                if packet.pts is not None and packet.size
-            ]
-    except (av.error.FFmpegError, OSError, IndexError) as error:
-        raise DatasetError(f"cannot read video ({error}); check or remove it", path) from None
-    if not times:
-        raise DatasetError("video has no frames; check or remove it", path)
-    end = max(times) - min(times) + 1.0 / rate
-    step = 1.0 / fps
-    return next(k for k in itertools.count() if not k * step < end - _TIME_EPSILON)
+        return resampled_length(path, fps)
+    except VideoDecodeError as error:
+        raise DatasetError(f"{error.reason}; check or remove this video", path) from None
 
 
 class VideoClips(Dataset):
@@ -95,7 +77,7 @@ class PyAVClipLoader:
         self.extents = [
             VideoExtent(
                 v.label,
-                resampled_length(v.path, config.video_fps),
+                _length(v.path, config.video_fps),
                 config.video_width,
                 config.video_height,
             )
