@@ -16,6 +16,8 @@ cluster just by setting variables:
   VIDISTILL_POLL_INTERVAL  seconds between dispatcher passes (default 1.0).
   VIDISTILL_STALE_AFTER    seconds without a dispatcher heartbeat before its
                            running jobs are recovered by others (default 30).
+  VIDISTILL_AUTOSTART_DISPATCHER  0 stops `submit-job` from starting a background
+                           dispatcher when none is alive (default 1).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Settings:
     ray_dashboard_port: int
     poll_interval: float
     stale_after: float
+    autostart_dispatcher: bool = True
 
     @property
     def logs_dir(self) -> Path:
@@ -53,6 +56,7 @@ class Settings:
             ray_dashboard_port=_number(env, "VIDISTILL_RAY_DASHBOARD_PORT", 8265, int),
             poll_interval=_number(env, "VIDISTILL_POLL_INTERVAL", 1.0, float),
             stale_after=_number(env, "VIDISTILL_STALE_AFTER", 30.0, float),
+            autostart_dispatcher=env.get("VIDISTILL_AUTOSTART_DISPATCHER", "1").lower() not in ("0", "false", "no"),
         )
 
 

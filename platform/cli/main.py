@@ -7,6 +7,7 @@ import click
 
 from vidistill.platform.cli.models import check_models
 from vidistill.platform.cli.datasets import datasets
+from vidistill.platform.cli.jobs import cluster, dispatcher, jobs, submit_job
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,3 +29,7 @@ def cli() -> None:
 
 cli.add_command(check_models)
 cli.add_command(datasets)
+cli.add_command(submit_job)
+cli.add_command(jobs)
+cli.add_command(dispatcher)
+cli.add_command(cluster)

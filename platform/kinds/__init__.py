@@ -111,6 +111,8 @@ class JobKind:
     # Optional: extra environment variables and working directory of the driver.
     env: Callable[[Any], dict[str, str]] | None = None
     workdir: Callable[[Any], str | None] | None = None
+    # Optional: the config field that `submit-job KIND -- ARGS...` fills from ARGS.
+    argv_field: str | None = None
 
     def __post_init__(self):
         if (self.command is None) == (self.run is None):

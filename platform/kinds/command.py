@@ -43,5 +43,6 @@ COMMAND = register(
         driver_is_worker=True,
         env=lambda config: config.env,
         workdir=lambda config: config.workdir,
+        argv_field="command",
     )
 )

@@ -13,14 +13,12 @@ from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
-    Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
-    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -67,13 +65,17 @@ class Base(DeclarativeBase):
     pass
 
 
-job_dependencies = Table(
-    "job_dependencies",
-    Base.metadata,
-    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
-    Column("depends_on_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
-    Index("ix_job_dependencies_depends_on_id", "depends_on_id"),
-)
+class JobDependency(Base):
+    """Job `job_id` runs only after job `depends_on_id` succeeded."""
+
+    __tablename__ = "job_dependencies"
+    __table_args__ = (Index("ix_job_dependencies_depends_on_id", "depends_on_id"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    depends_on_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+
+
+job_dependencies = JobDependency.__table__
 
 
 class Job(Base):
@@ -119,12 +121,10 @@ class Job(Base):
     error_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     log_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
-    dependencies: Mapped[list["Job"]] = relationship(
-        secondary=job_dependencies,
-        primaryjoin=lambda: Job.id == job_dependencies.c.job_id,
-        secondaryjoin=lambda: Job.id == job_dependencies.c.depends_on_id,
-        lazy="selectin",
-        order_by=lambda: Job.id,
+    dependency_links: Mapped[list[JobDependency]] = relationship(
+        foreign_keys=[JobDependency.job_id],
+        lazy="selectin",  # loaded with the job: jobs are read detached from sessions
+        cascade="all, delete-orphan",
     )
 
     @property
@@ -141,7 +141,7 @@ class Job(Base):
 
     @property
     def dependency_ids(self) -> list[int]:
-        return [dep.id for dep in self.dependencies]
+        return sorted(link.depends_on_id for link in self.dependency_links)
 
     def to_dict(self) -> dict:
         """The JSON shape printed by `--json` (stable: scripts depend on it)."""

@@ -22,7 +22,15 @@ from sqlalchemy.orm import Session, aliased
 
 from vidistill.platform.kinds import get_kind
 from vidistill.platform.queue.db import connect
-from vidistill.platform.queue.models import Dispatcher, ErrorKind, Job, JobState, job_dependencies, utcnow
+from vidistill.platform.queue.models import (
+    Dispatcher,
+    ErrorKind,
+    Job,
+    JobDependency,
+    JobState,
+    job_dependencies,
+    utcnow,
+)
 from vidistill.platform.settings import Settings
 
 QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
@@ -102,12 +110,10 @@ class JobQueue:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         with self._write() as session, session.begin():
-            dependencies = []
-            for dep_id in dict.fromkeys(depends_on):  # keeps order, drops repeats
-                dependency = session.get(Job, dep_id)
-                if dependency is None:
+            dependency_ids = list(dict.fromkeys(depends_on))  # keeps order, drops repeats
+            for dep_id in dependency_ids:
+                if session.get(Job, dep_id) is None:
                     raise JobNotFound(dep_id)
-                dependencies.append(dependency)
             job = Job(
                 kind=job_kind.name,
                 config=normalised,
@@ -122,7 +128,7 @@ class JobQueue:
                 retries=0,
                 cancel_requested=False,
                 created_at=utcnow(),
-                dependencies=dependencies,
+                dependency_links=[JobDependency(depends_on_id=dep_id) for dep_id in dependency_ids],
             )
             session.add(job)
         return job
