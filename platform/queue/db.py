@@ -54,6 +54,14 @@ def connect(settings: Settings) -> Engine:
         return engine
 
 
+def close_engine(url: str) -> None:
+    """Drop the cached engine for `url` and close its pooled connections."""
+    with _engines_lock:
+        engine = _engines.pop(normalize_url(url), None)
+    if engine is not None:
+        engine.dispose()
+
+
 def create_queue_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

@@ -1,0 +1,261 @@
+"""Fixtures for the platform tests: a real PostgreSQL server, a real Ray head,
+queue databases on both backends, and dispatcher processes.
+
+PostgreSQL: started once per session on loopback from a throwaway data
+directory (as the `postgres` user when running as root: the server refuses
+root). If its binaries are missing, they are installed with apt-get when
+running as root; with CI=true a server that cannot be had is a failure, not a
+skip. Ray: one head per session with 8 logical CPUs and 2 logical GPUs (Ray
+hands out GPU ids and CUDA_VISIBLE_DEVICES without real devices), so admission
+and device assignment are tested on a CPU-only machine.
+"""
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from vidistill.platform.queue import JobQueue
+from vidistill.platform.queue.db import close_engine
+from vidistill.platform.ray_cluster import free_port, start_local_head, stop_local_head, wait_for_dashboard
+from vidistill.platform.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+RAY_AUTH_MODE = "token"  # what the on-demand head uses in production too
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+def _postgres_bin() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").exists():
+            return Path(candidate)
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _install_postgres() -> None:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+def _unavailable(reason: str):
+    if IN_CI:
+        pytest.fail(f"PostgreSQL is required in CI (CI=true): {reason}")
+    pytest.skip(f"PostgreSQL not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Base URL (no database) of a throwaway PostgreSQL server on 127.0.0.1."""
+    bin_dir = _postgres_bin()
+    is_root = os.geteuid() == 0
+    if bin_dir is None and is_root and shutil.which("apt-get"):
+        try:
+            _install_postgres()
+        except subprocess.CalledProcessError as error:
+            _unavailable(f"apt-get install postgresql failed: {error}")
+        bin_dir = _postgres_bin()
+    if bin_dir is None:
+        _unavailable("no initdb found (apt-get install postgresql)")
+    if is_root and not shutil.which("runuser"):
+        _unavailable("running as root needs runuser to start the server as the postgres user")
+
+    data = Path(tempfile.mkdtemp(prefix="vidistill-pg-"))
+    as_server_user = ["runuser", "-u", "postgres", "--"] if is_root else []
+    if is_root:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    subprocess.run(as_server_user + [str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "vd",
+                                     "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+    options = (f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    subprocess.run(as_server_user + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-o", options,
+                                     "-l", str(data / "server.log"), "-w", "start"],
+                   check=True, stdout=subprocess.DEVNULL)
+    try:
+        yield f"postgresql+psycopg://vd@127.0.0.1:{port}"
+    finally:
+        subprocess.run(as_server_user + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate",
+                                         "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """URL of a fresh, empty database on the session's server."""
+    import psycopg
+
+    name = f"vd_test_{os.getpid()}_{next(_database_numbers)}"
+    plain = postgres_server.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{postgres_server}/{name}"
+    yield url
+    close_engine(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The queue database, once per backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'queue.db'}"
+        yield url
+        close_engine(url)
+    else:
+        yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def settings(db_url, tmp_path) -> Settings:
+    return Settings.from_env({
+        "VIDISTILL_HOME": str(tmp_path / "home"),
+        "VIDISTILL_DB_URL": db_url,
+        "VIDISTILL_POLL_INTERVAL": "0.2",
+        "VIDISTILL_STALE_AFTER": "3",
+        "VIDISTILL_AUTOSTART_DISPATCHER": "0",
+    })
+
+
+@pytest.fixture
+def queue(settings) -> JobQueue:
+    return JobQueue(settings)
+
+
+# -- Ray ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """Dashboard address of a Ray head shared by the session's platform tests."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="vdray-"))  # short: Ray's socket paths have a length limit
+    port = free_port()
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = RAY_AUTH_MODE  # this process's clients must match the head
+    process = start_local_head(dashboard_port=port, temp_dir=temp_dir, log_file=temp_dir / "head.log",
+                               num_cpus=8, num_gpus=2, auth_mode=RAY_AUTH_MODE)
+    address = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_dashboard(address, process, timeout=120)
+        yield address
+    finally:
+        stop_local_head(process, grace=3)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
+
+
+@pytest.fixture
+def ray_settings(settings, ray_head) -> Settings:
+    """`settings` pointing at the session's Ray head."""
+    import dataclasses
+
+    return dataclasses.replace(settings, ray_address=ray_head)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that gives a child process exactly `settings`."""
+    env = dict(os.environ)
+    env.update({
+        "VIDISTILL_HOME": str(settings.home),
+        "VIDISTILL_DB_URL": settings.db_url,
+        "VIDISTILL_POLL_INTERVAL": str(settings.poll_interval),
+        "VIDISTILL_STALE_AFTER": str(settings.stale_after),
+        "VIDISTILL_AUTOSTART_DISPATCHER": "1" if settings.autostart_dispatcher else "0",
+        "RAY_AUTH_MODE": RAY_AUTH_MODE,
+    })
+    if settings.ray_address:
+        env["RAY_ADDRESS"] = settings.ray_address
+    return env
+
+
+class DispatcherProcesses:
+    """`python -m vidistill.platform.dispatcher` processes started by a test."""
+
+    def __init__(self, settings: Settings, log_dir: Path):
+        self.settings = settings
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, count: int = 1) -> list[subprocess.Popen]:
+        started = []
+        for _ in range(count):
+            log = open(self.log_dir / f"dispatcher-{len(self.processes)}.log", "wb")
+            process = subprocess.Popen([sys.executable, "-m", "vidistill.platform.dispatcher"],
+                                       env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT)
+            self.processes.append(process)
+            started.append(process)
+        return started
+
+    def kill(self, process: subprocess.Popen, sig=signal.SIGKILL) -> None:
+        process.send_signal(sig)
+        process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.log_dir.glob("dispatcher-*.log")))
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def dispatchers(ray_settings, tmp_path):
+    group = DispatcherProcesses(ray_settings, tmp_path)
+    yield group
+    group.stop_all()
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
+        time.sleep(interval)
+
+
+@contextmanager
+def environment(**values):
+    """Temporarily set environment variables (None unsets)."""
+    old = {key: os.environ.get(key) for key in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
