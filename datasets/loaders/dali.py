@@ -139,14 +139,18 @@ class DALIClipLoader:
             def on_device(node):
                 return node.gpu() if gpu else node
 
-            def geometry(image):
-                image = fn.slice(image, start=inputs["anchor"], shape=crop_shape, axes=[0, 1])
+            def decode_crop_flip(jpeg, output_type):
+                # Decoding only the crop window (libjpeg-turbo / nvJPEG ROI decode) instead of the
+                # full frame; the pixels inside are the same (a test holds them equal).
+                image = fn.decoders.image_slice(
+                    jpeg, inputs["anchor"], crop_shape, axes=[0, 1], normalized_anchor=False,
+                    normalized_shape=False, device=decoder_device, output_type=output_type,
+                )
                 return fn.flip(image, horizontal=inputs["flip"])
 
             outputs = []
             if "rgb_jpeg" in inputs:
-                rgb = fn.decoders.image(inputs["rgb_jpeg"], device=decoder_device, output_type=types.RGB)
-                x = fn.cast(geometry(rgb), dtype=types.FLOAT)
+                x = fn.cast(decode_crop_flip(inputs["rgb_jpeg"], types.RGB), dtype=types.FLOAT)
                 if config.jitter:
                     x = x * on_device(inputs["contrast"]) + on_device(inputs["shift"])
                     r, g, b = GREY_WEIGHTS
@@ -157,8 +161,8 @@ class DALIClipLoader:
             if "flow_x_jpeg" in inputs:
                 planes = []
                 for name in ("flow_x_jpeg", "flow_y_jpeg"):
-                    image = fn.decoders.image(inputs[name], device=decoder_device, output_type=types.GRAY)
-                    planes.append(fn.cast(geometry(image), dtype=types.FLOAT) / 127.5 - 1.0)
+                    image = decode_crop_flip(inputs[name], types.GRAY)
+                    planes.append(fn.cast(image, dtype=types.FLOAT) / 127.5 - 1.0)
                 flow_x = planes[0] * on_device(inputs["flow_x_sign"])
                 outputs.append(fn.cat(flow_x, planes[1], axis=2))
             return tuple(outputs)

@@ -1,0 +1,150 @@
+"""Loader and flow benchmark on the prepared synthetic motion set.
+
+    python benchmarks/bench_loaders.py [--workers 2] [--repeats 3] [--keep DIR] [--json FILE]
+
+Measures, with the same worker count for every loader (DALI threads = DataLoader workers):
+training clips/s (T=24, 224x224 crop, batch 8, from 320x256 frames at 24 fps) of
+
+  dali     rawframes JPEG through DALI (mixed/nvJPEG when a GPU is visible, CPU otherwise)
+  opencv   rawframes JPEG through a plain torch DataLoader, OpenCV decoding (the fallback)
+  pyav     the raw encoded videos through a torch DataLoader, PyAV decoding
+
+as medians over repeated epochs and as ratios to the plain DataLoader, and seconds per
+320x256 frame pair of TV-L1 and Farneback flow. It prints which rawframes backend is faster
+here and whether ``DEFAULT_CPU_BACKEND`` (vidistill.datasets.loaders) agrees.
+
+Figures on the 2-core CPU machines (no GPU), 2 workers, 32 videos, 3 repeats:
+see the report that introduced this file; rerun to refresh.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vidistill.datasets.flow import FlowEstimator
+from vidistill.datasets.layouts import DatasetConfig, list_all_videos
+from vidistill.datasets.loaders import DEFAULT_CPU_BACKEND, ClipLoaderConfig, make_clip_loader
+from vidistill.datasets.prepare import PrepareConfig, prepare_dataset
+from vidistill.datasets.rawframes import open_rawframes
+from vidistill.datasets.synthetic import SyntheticConfig, make_synthetic
+
+
+def build_data(folder: Path, workers: int) -> tuple[Path, Path]:
+    videos, frames = folder / "videos", folder / "frames"
+    if not (videos / "classes.txt").exists():
+        make_synthetic(videos, SyntheticConfig(classes=4, videos_per_class=8, frames=48, width=160, height=120))
+    if not (frames / "manifest.json").exists():
+        started = time.perf_counter()
+        listing = list_all_videos(DatasetConfig(videos, "generic"))
+        prepare_dataset(listing, PrepareConfig(frames, flow_method="farneback", workers=workers))
+        print(f"prepared {len(listing.videos)} videos in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return videos, frames
+
+
+def epoch_rate(loader, epoch: int) -> float:
+    """Clips per second of one epoch."""
+    loader.set_epoch(epoch)
+    started = time.perf_counter()
+    clips = 0
+    for batch in loader:
+        clips += batch["label"].numel()
+        if batch["rgb"].is_cuda:
+            torch.cuda.synchronize()
+    return clips / (time.perf_counter() - started)
+
+
+def measure(loaders: dict, repeats: int) -> dict[str, list[float]]:
+    """Epoch rates of every loader, taking turns epoch by epoch so that load from other work
+    on the machine falls on all of them alike; epoch 0 of each warms up (pipeline build,
+    worker start, page cache) and is not counted."""
+    for loader in loaders.values():
+        epoch_rate(loader, 0)
+    rates: dict[str, list[float]] = {name: [] for name in loaders}
+    for epoch in range(1, repeats + 1):
+        for name, loader in loaders.items():
+            rates[name].append(epoch_rate(loader, epoch))
+    return rates
+
+
+def flow_seconds_per_pair(frames_dir: Path, pairs: int) -> dict[str, float]:
+    video = sorted(p for p in frames_dir.rglob("img_00001.jpg"))[0].parent
+    grey = [cv2.imread(str(video / f"img_{i:05d}.jpg"), cv2.IMREAD_GRAYSCALE) for i in range(1, pairs + 2)]
+    result = {}
+    for method in ("tvl1", "farneback"):
+        estimator = FlowEstimator(method)
+        times = []
+        for a, b in zip(grey, grey[1:]):
+            started = time.perf_counter()
+            estimator(a, b)
+            times.append(time.perf_counter() - started)
+        result[method] = statistics.median(times)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--flow-pairs", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="Folder to build the data in and keep (default: a temp folder).")
+    parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
+    args = parser.parse_args()
+    cv2.setNumThreads(args.workers)
+    with tempfile.TemporaryDirectory() as temporary:
+        videos, frames = build_data(args.keep or Path(temporary), args.workers)
+        prepared = open_rawframes(frames)
+        listing = list_all_videos(DatasetConfig(videos, "generic"))
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+        common = dict(batch_size=8, num_workers=args.workers, seed=0)
+        loaders = {}
+        for name, source, backend, modality in [
+            ("dali rgb", prepared, "dali", "rgb"),
+            ("opencv rgb", prepared, "opencv", "rgb"),
+            ("pyav rgb (raw video)", listing, "pyav", "rgb"),
+            ("dali paired", prepared, "dali", "paired"),
+            ("opencv paired", prepared, "opencv", "paired"),
+        ]:
+            config = ClipLoaderConfig(backend=backend, modality=modality,
+                                      device=device if backend == "dali" else "cpu", **common)
+            loaders[name] = make_clip_loader(source, config)
+        runs = {
+            name: {"clips_per_s": statistics.median(rates), "repeats": rates,
+                   "ran": f"{loaders[name].backend} on {loaders[name].device}"}
+            for name, rates in measure(loaders, args.repeats).items()
+        }
+        flow = flow_seconds_per_pair(frames, args.flow_pairs)
+
+    print(f"\ntraining clips/s ({len(prepared.videos)} videos, T=24, 224x224, batch 8, "
+          f"{args.workers} workers, median of {args.repeats} epochs):")
+    for name, run in runs.items():
+        modality = name.split()[1]
+        baseline = runs[f"opencv {modality}"]["clips_per_s"]
+        print(f"  {name:<22} {run['clips_per_s']:8.2f} clips/s   x{run['clips_per_s'] / baseline:5.2f} "
+              f"vs torch DataLoader   ({run['ran']})")
+    print(f"flow, seconds per 320x256 frame pair (median of {args.flow_pairs}): "
+          f"tvl1 {flow['tvl1']:.3f} s, farneback {flow['farneback']:.4f} s, "
+          f"tvl1/farneback x{flow['tvl1'] / flow['farneback']:.0f}")
+    faster = max(("dali", "opencv"), key=lambda b: runs[f"{b} rgb"]["clips_per_s"] + runs[f"{b} paired"]["clips_per_s"])
+    print(f"faster rawframes loader on this {device}: {faster}")
+    if device == "cpu":
+        agrees = "agrees" if faster == DEFAULT_CPU_BACKEND else "DISAGREES: update it"
+        print(f"DEFAULT_CPU_BACKEND = {DEFAULT_CPU_BACKEND!r} ({agrees})")
+    else:
+        print("on a GPU the default is dali (mixed decoding)" +
+              ("" if faster == "dali" else ": DISAGREES with this measurement"))
+    if args.json:
+        args.json.write_text(json.dumps({"device": device, "workers": args.workers, "loaders": runs,
+                                         "flow_s_per_pair": flow, "faster": faster}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
