@@ -17,11 +17,27 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
+
+from vidistill.platform.processes import become_subreaper, descendants, kill_all, reap_children
 
 
 def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _copy(source: int, log, out) -> None:
+    while True:
+        chunk = os.read(source, 65536)
+        if not chunk:
+            return
+        log.write(chunk)
+        try:
+            out.write(chunk)
+            out.flush()
+        except (BrokenPipeError, OSError):
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     attempt = os.environ.get("VIDISTILL_JOB_ATTEMPT", "?")
     log.write(f"=== attempt {attempt} started {_stamp()} on {socket.gethostname()}: {shell_line}\n".encode())
 
+    # Orphans the command leaves (a killed shell's `sleep`) become ours, so
+    # they can be cleaned up below instead of holding the output pipe open.
+    become_subreaper()
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # so `jobs logs --follow` sees output live
     child = subprocess.Popen(shell_line, shell=True, cwd=args.cwd, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -53,18 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
 
-    out = sys.stdout.buffer
-    while True:
-        chunk = os.read(child.stdout.fileno(), 65536)
-        if not chunk:
-            break
-        log.write(chunk)
-        try:
-            out.write(chunk)
-            out.flush()
-        except (BrokenPipeError, OSError):
-            pass
+    copier = threading.Thread(target=_copy, args=(child.stdout.fileno(), log, sys.stdout.buffer), daemon=True)
+    copier.start()
     code = child.wait()
+    # The job is its command: once that ended, what it left running goes too.
+    kill_all(descendants(os.getpid()))
+    reap_children()
+    copier.join(timeout=5)
     status = 128 - code if code < 0 else code
     reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
     log.write(f"=== attempt {attempt} ended {_stamp()}: {reason}\n".encode())

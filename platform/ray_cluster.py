@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidistill.platform.processes import descendants, kill_all
 from vidistill.platform.queue import Capacity
 from vidistill.platform.settings import Settings
 
@@ -245,30 +246,6 @@ def wait_for_dashboard(address: str, process: subprocess.Popen | None = None, ti
         time.sleep(0.3)
 
 
-def descendants(pid: int) -> list[int]:
-    """All processes below `pid` (from /proc), deepest last."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found, frontier = [], [pid]
-    while frontier:
-        nxt = []
-        for p in frontier:
-            for child in children.get(p, []):
-                found.append(child)
-                nxt.append(child)
-        frontier = nxt
-    return found
-
-
 def stop_local_head(process: subprocess.Popen, grace: float = 10.0) -> None:
     """Stop a head from `start_local_head` and every process it started.
 
@@ -285,11 +262,7 @@ def stop_local_head(process: subprocess.Popen, grace: float = 10.0) -> None:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
-    for pid in [process.pid, *tree]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all([process.pid, *tree])
     try:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
