@@ -205,3 +205,28 @@ def test_the_default_backend_follows_the_benchmark_and_is_logged_once(prepared, 
     if not torch.cuda.is_available():
         with pytest.raises(DatasetError, match="no CUDA device"):
             make_clip_loader(prepared, ClipLoaderConfig(device="gpu"))
+
+
+def test_an_epoch_abandoned_half_way_does_not_leak_into_the_next(prepared):
+    loader = make_clip_loader(prepared, ClipLoaderConfig(backend="dali", **{**SMALL, "batch_size": 2}))
+    complete = list(loader)
+    assert len(complete) == 4
+    for batch in loader:  # a trainer that stops early, e.g. on a step limit
+        break
+    assert_same_batches(list(loader), complete)
+    loader.set_epoch(1)
+    assert [b["start"].tolist() for b in loader] != [b["start"].tolist() for b in complete]
+
+
+def test_sharded_test_clips_cover_every_clip_once(prepared):
+    config = dict(SMALL, train=False, batch_size=4)
+    shards = [batches(prepared, "dali", shard_id=r, num_shards=3, **config) for r in range(3)]
+    clips = sorted((int(v), int(s)) for shard in shards for b in shard for v, s in zip(b["video_index"], b["start"]))
+    everything = batches(prepared, "opencv", **config)
+    assert clips == sorted((int(v), int(s)) for b in everything for v, s in zip(b["video_index"], b["start"]))
+    assert len(clips) == 8 * 2
+
+
+def test_a_crop_larger_than_the_frames_is_refused_with_what_to_do(prepared):
+    with pytest.raises(ValueError, match=r"smaller than the 224x224 crop; prepare at a larger size or lower crop_size"):
+        make_clip_loader(prepared, ClipLoaderConfig(backend="opencv")).__len__()

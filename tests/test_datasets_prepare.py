@@ -256,3 +256,11 @@ def test_resampling_counts_output_frames_by_duration_whatever_the_container(tmp_
     doubled = list(read_resampled(path, 2 * fps, 48, 32))
     assert all(np.array_equal(doubled[2 * i], source[i]) and np.array_equal(doubled[2 * i + 1], source[i])
                for i in range(frames))
+
+
+def test_a_damaged_manifest_is_an_error_naming_it_and_its_line(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"version": 1,\n "classes": [\n')
+    with pytest.raises(DatasetError, match=r"manifest.json:3: manifest is not valid JSON .* rerun prepare"):
+        Manifest.load(tmp_path)
+    with pytest.raises(DatasetError, match=r"nowhere/manifest.json: no manifest; run `vidistill datasets prepare`"):
+        Manifest.load(tmp_path / "nowhere")
