@@ -246,24 +246,47 @@ def wait_for_dashboard(address: str, process: subprocess.Popen | None = None, ti
         time.sleep(0.3)
 
 
-def stop_local_head(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """Stop a head from `start_local_head` and every process it started.
+def stop_local_head(process: subprocess.Popen | int, grace: float = 5.0) -> None:
+    """Stop a head from `start_local_head` (its Popen, or its pid) and all it started.
 
     `ray start --block` on SIGTERM leaves job entrypoints and idle workers
     behind (they run in their own sessions), so the process tree is collected
     first and whatever is left after the grace period is killed by pid.
     """
-    tree = descendants(process.pid)
+    pid = process if isinstance(process, int) else process.pid
+    tree = descendants(pid)
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _running(process):
+        time.sleep(0.2)
+    kill_all([pid, *tree])
+    if isinstance(process, subprocess.Popen):
+        process.wait(timeout=10)
+
+
+def _running(process: subprocess.Popen | int) -> bool:
+    if isinstance(process, subprocess.Popen):
+        return process.poll() is None
     try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    kill_all([process.pid, *tree])
+        with open(f"/proc/{process}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_started_head(settings: Settings) -> int | None:
+    """Stop the head `connect_cluster` started for these settings; its pid, or None."""
+    pid_file = settings.home / "ray" / "head.pid"
     try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _running(pid):
+        pid_file.unlink(missing_ok=True)
+        return None
+    stop_local_head(pid)
+    pid_file.unlink(missing_ok=True)
+    return pid

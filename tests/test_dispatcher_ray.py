@@ -147,3 +147,31 @@ def test_cancel_running_job_stops_its_ray_job_and_keeps_the_log(ray_settings, di
     assert "working" in log and "cancelled by request" in log
     wait_until(lambda: queue.get(waiting).state == "failed", timeout=10, message="the dependent to fail")
     assert queue.get(waiting).error.startswith(f"dependency job {job_id} cancelled")
+
+
+def test_without_ray_address_a_local_head_is_started_once_and_stopped_on_request(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from vidistill.platform.cli.main import cli
+    from vidistill.platform.ray_cluster import connect_cluster, free_port
+    from vidistill.platform.settings import Settings
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("VIDISTILL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VIDISTILL_RAY_DASHBOARD_PORT", str(free_port()))
+    settings = Settings.from_env()
+    pid_file = settings.home / "ray" / "head.pid"
+    try:
+        cluster = connect_cluster(settings)
+        assert cluster.address == f"http://127.0.0.1:{settings.ray_dashboard_port}"
+        assert cluster.capacity().total_cpus > 0
+        pid = int(pid_file.read_text())
+        assert connect_cluster(settings).address == cluster.address
+        assert int(pid_file.read_text()) == pid  # reused, not started twice
+        result = CliRunner().invoke(cli, ["cluster", "stop-local"])
+        assert result.output == f"stopped the local Ray head (pid {pid})\n"
+        assert not pid_file.exists()
+    finally:
+        from vidistill.platform.ray_cluster import stop_started_head
+
+        stop_started_head(settings)

@@ -520,6 +520,18 @@ def cluster_status(as_json) -> None:
                   else " (`vidistill dispatcher` starts one; submit-job does so by itself)"))
 
 
+@cluster.command("stop-local")
+def cluster_stop_local() -> None:
+    """Stop the local Ray head a dispatcher started (when RAY_ADDRESS is unset).
+
+    Jobs still running on it are killed; their dispatchers re-queue them.
+    """
+    from vidistill.platform.ray_cluster import stop_started_head
+
+    pid = stop_started_head(Settings.from_env())
+    click.echo(f"stopped the local Ray head (pid {pid})" if pid else "no local Ray head started by vidistill is running")
+
+
 # -- formatting -------------------------------------------------------------------
 
 
