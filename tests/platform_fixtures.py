@@ -52,46 +52,78 @@ def _install_postgres() -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def _unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"PostgreSQL is required in CI (CI=true): {reason}")
-    pytest.skip(f"PostgreSQL not available: {reason}")
+class PostgresUnavailable(RuntimeError):
+    pass
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """Base URL (no database) of a throwaway PostgreSQL server on 127.0.0.1."""
+@contextmanager
+def throwaway_postgres():
+    """Start a PostgreSQL server on 127.0.0.1 in a temporary folder; yield its base URL.
+
+    Installs the server with apt-get when its binaries are missing and this
+    runs as root (CI); raises PostgresUnavailable when it cannot be had.
+    """
     bin_dir = _postgres_bin()
     is_root = os.geteuid() == 0
     if bin_dir is None and is_root and shutil.which("apt-get"):
         try:
             _install_postgres()
         except subprocess.CalledProcessError as error:
-            _unavailable(f"apt-get install postgresql failed: {error}")
+            raise PostgresUnavailable(f"apt-get install postgresql failed: {error}") from error
         bin_dir = _postgres_bin()
     if bin_dir is None:
-        _unavailable("no initdb found (apt-get install postgresql)")
+        raise PostgresUnavailable("no initdb found (apt-get install postgresql)")
     if is_root and not shutil.which("runuser"):
-        _unavailable("running as root needs runuser to start the server as the postgres user")
+        raise PostgresUnavailable("running as root needs runuser to start the server as the postgres user")
 
     data = Path(tempfile.mkdtemp(prefix="vidistill-pg-"))
     as_server_user = ["runuser", "-u", "postgres", "--"] if is_root else []
     if is_root:
         shutil.chown(data, "postgres", "postgres")
     port = free_port()
-    subprocess.run(as_server_user + [str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "vd",
-                                     "--no-sync"], check=True, stdout=subprocess.DEVNULL)
-    options = (f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=300 "
-               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-    subprocess.run(as_server_user + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-o", options,
-                                     "-l", str(data / "server.log"), "-w", "start"],
-                   check=True, stdout=subprocess.DEVNULL)
+    pg_ctl = [*as_server_user, str(bin_dir / "pg_ctl"), "-D", str(data / "db")]
+    try:
+        subprocess.run([*as_server_user, str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust",
+                        "-U", "vd", "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+        # Durability off: a test server, thrown away afterwards.
+        options = (f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        subprocess.run([*pg_ctl, "-o", options, "-l", str(data / "server.log"), "-w", "start"],
+                       check=True, stdout=subprocess.DEVNULL)
+    except subprocess.CalledProcessError as error:
+        shutil.rmtree(data, ignore_errors=True)
+        raise PostgresUnavailable(f"could not start the server: {error}") from error
     try:
         yield f"postgresql+psycopg://vd@127.0.0.1:{port}"
     finally:
-        subprocess.run(as_server_user + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate",
-                                         "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def create_database(server_url: str, name: str) -> str:
+    import psycopg
+
+    plain = server_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{server_url}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Base URL (no database) of a throwaway PostgreSQL server on 127.0.0.1."""
+    try:
+        server = throwaway_postgres()
+        url = server.__enter__()
+    except PostgresUnavailable as error:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI (CI=true): {error}")
+        pytest.skip(f"PostgreSQL not available: {error}")
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
 
 
 _database_numbers = itertools.count()
@@ -100,13 +132,7 @@ _database_numbers = itertools.count()
 @pytest.fixture
 def postgres_url(postgres_server):
     """URL of a fresh, empty database on the session's server."""
-    import psycopg
-
-    name = f"vd_test_{os.getpid()}_{next(_database_numbers)}"
-    plain = postgres_server.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{postgres_server}/{name}"
+    url = create_database(postgres_server, f"vd_test_{os.getpid()}_{next(_database_numbers)}")
     yield url
     close_engine(url)
 
