@@ -95,9 +95,9 @@ class Progress:
 @dataclass(frozen=True)
 class PrepareResult:
     out: Path
-    prepared: tuple[str, ...]  # prepared by this run
+    prepared: tuple[str, ...]  # prepared by this run (video ids, sorted)
     skipped: tuple[str, ...]  # already finished before this run
-    failed: tuple[FailedVideo, ...]  # failed in this run
+    failed: tuple[FailedVideo, ...]  # failed in this run, by video id
     manifest_hash: str
 
 
@@ -277,8 +277,8 @@ def prepare_dataset(
             ray.shutdown()
     return PrepareResult(
         out=config.out,
-        prepared=tuple(prepared),
+        prepared=tuple(sorted(prepared)),
         skipped=tuple(sorted(finished)),
-        failed=tuple(failed),
+        failed=tuple(sorted(failed, key=lambda f: f.video_id)),
         manifest_hash=manifest.content_hash(),
     )

@@ -129,14 +129,10 @@ def make_clip_loader(source: PreparedSet | Listing, config: ClipLoaderConfig = C
     key = (loader.backend, loader.device)
     if key not in _announced:
         _announced.add(key)
-        log.info(
-            "clip loading: %s on %s (%s)",
-            loader.backend,
-            loader.device,
-            {
-                "dali": "rawframes JPEG, DALI " + ("mixed/nvJPEG" if device_id is not None else "CPU") + " decoding",
-                "opencv": "rawframes JPEG, OpenCV decoding in DataLoader workers",
-                "pyav": "raw video, PyAV decoding in DataLoader workers",
-            }[loader.backend],
-        )
+        what = {
+            "dali": f"rawframes JPEG, DALI {'mixed/nvJPEG' if device_id is not None else 'CPU'} decoding",
+            "opencv": "rawframes JPEG, OpenCV decoding in DataLoader workers",
+            "pyav": "raw video, PyAV decoding in DataLoader workers",
+        }[loader.backend]
+        log.info("clip loading: %s on %s (%s)", loader.backend, loader.device, what)
     return loader

@@ -62,3 +62,10 @@ def batch_metadata(specs: Sequence[ClipSpec]) -> dict[str, torch.Tensor]:
         "crop": torch.tensor([[s.crop_y, s.crop_x] for s in specs], dtype=torch.int64),
         "flip": torch.tensor([s.flip for s in specs], dtype=torch.bool),
     }
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """Stack per-clip items ({"spec", "rgb"?, "flow"?}) into the batch dict of the contract."""
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("rgb", "flow") if key in items[0]}
+    batch.update(batch_metadata([item["spec"] for item in items]))
+    return batch

@@ -207,11 +207,12 @@ class DALIClipLoader:
         self._clean = True
 
     def _to_clips(self, frames, clips: int) -> torch.Tensor:
-        """DALI batch of B*T (H, W, C) frames -> torch (B, C, T, H, W)."""
+        """DALI batch of B*T (H, W, C) frames -> torch (B, C, T, H, W), in one copy: DALI's
+        buffer is only valid until the next run, and the permutation has to copy anyway."""
         tensor = frames.as_tensor()
         shape = list(tensor.shape())
         if self.device_id is None:
-            flat = torch.from_numpy(np.array(tensor))
+            flat = torch.from_numpy(np.asarray(tensor))  # a view of DALI's buffer
         else:
             from nvidia.dali.plugin.pytorch import feed_ndarray
 

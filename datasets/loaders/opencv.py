@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidistill.datasets.errors import DatasetError
 from vidistill.datasets.loaders.augment import (
-    batch_metadata,
+    collate_clips,
     crop_flip,
     flow_to_unit,
     rgb_to_unit,
@@ -62,13 +61,6 @@ class RawframesClips(Dataset):
             flow_y = crop_flip(np.stack([decode_jpeg(p, grey=True) for p in paths_y]), spec)
             item["flow"] = to_channels_first(flow_to_unit(flow_x, flow_y, spec.flip))
         return item
-
-
-def collate_clips(items: list[dict]) -> dict:
-    """Stack clips into the batch dict of the loader contract."""
-    batch = {key: torch.stack([item[key] for item in items]) for key in ("rgb", "flow") if key in items[0]}
-    batch.update(batch_metadata([item["spec"] for item in items]))
-    return batch
 
 
 class OpenCVClipLoader:

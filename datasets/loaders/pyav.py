@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidistill.datasets.errors import DatasetError, VideoDecodeError
 from vidistill.datasets.layouts import Listing
-from vidistill.datasets.loaders.augment import rgb_to_unit, to_channels_first, crop_flip
-from vidistill.datasets.loaders.opencv import collate_clips
+from vidistill.datasets.loaders.augment import collate_clips, crop_flip, rgb_to_unit, to_channels_first
 from vidistill.datasets.loaders.plan import (
     ClipLoaderConfig,
     ClipSpec,
@@ -28,6 +27,7 @@ from vidistill.datasets.loaders.plan import (
 )
 from vidistill.datasets.video import read_resampled, resampled_length
 
+
 def _length(path, fps: float) -> int:
     try:
         return resampled_length(path, fps)
@@ -36,6 +36,8 @@ def _length(path, fps: float) -> int:
 
 
 class VideoClips(Dataset):
+    """Map-style dataset over one epoch's clip specs; item i is the clip of spec i."""
+
     def __init__(self, listing: Listing, specs: list[ClipSpec], config: ClipLoaderConfig):
         self.listing, self.specs, self.config = listing, specs, config
 
