@@ -92,6 +92,10 @@ class Dispatcher:
         self.queue.register_dispatcher(self.id, socket.gethostname(), os.getpid(), self.cluster.address)
         log.info("dispatcher %s serving queue %s on Ray %s", self.id, _safe_url(self.settings.db_url),
                  self.cluster.address)
+        # Heartbeats run beside the passes, so a slow pass (many submissions, a
+        # slow Ray) is not mistaken for a dead dispatcher.
+        heart = threading.Thread(target=self._beat_until_stopped, name="heartbeat", daemon=True)
+        heart.start()
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
@@ -101,6 +105,8 @@ class Dispatcher:
                     log.exception("dispatcher pass failed; retrying")
                 self._stop.wait(max(0.0, self.settings.poll_interval - (time.monotonic() - started)))
         finally:
+            self._stop.set()
+            heart.join(timeout=10)
             # Its jobs keep running on Ray; unregistering lets another dispatcher adopt them now.
             self.queue.unregister_dispatcher(self.id)
             log.info("dispatcher %s stopped", self.id)
@@ -108,10 +114,22 @@ class Dispatcher:
     def stop(self) -> None:
         self._stop.set()
 
-    def run_once(self) -> None:
+    def heartbeat(self) -> None:
         if not self.queue.heartbeat(self.id):
             log.warning("dispatcher %s was declared dead by others (missed heartbeats); re-registering", self.id)
             self.queue.register_dispatcher(self.id, socket.gethostname(), os.getpid(), self.cluster.address)
+
+    def _beat_until_stopped(self) -> None:
+        interval = min(self.settings.poll_interval, self.settings.stale_after / 4)
+        while not self._stop.wait(interval):
+            try:
+                self.heartbeat()
+            except Exception:
+                log.exception("heartbeat failed; retrying")
+
+    def run_once(self) -> None:
+        """One pass; `serve` repeats it. Heartbeats too, so it can be driven by hand."""
+        self.heartbeat()
         for job in self.queue.take_over_stalled_jobs(self.id):
             log.info("job %d: adopted from stalled dispatcher %s", job.id, job.dispatcher_id)
         for job_id in self.queue.fail_jobs_with_failed_dependencies():
@@ -126,16 +144,20 @@ class Dispatcher:
         cluster = self._cluster_for(job)
         if cluster is None:
             return  # unreachable for now; _cluster_for declared it lost if for long
-        if job.cancel_requested:
-            cluster.stop(job.ray_submission_id)
-            if self.queue.finish(job.id, self.id, JobState.CANCELLED, error="cancelled by request"):
-                _note(job, "cancelled by request; Ray job stopped, output above kept")
-                log.info("job %d: cancelled", job.id)
-            return
         try:
             state = cluster.state(job.ray_submission_id)
         except Exception as error:
             self._cluster_trouble(cluster.address, error)
+            return
+        if job.cancel_requested:
+            if state is not None and not state.finished:
+                # Not waited for: Ray sends SIGTERM, then SIGKILL after its grace time;
+                # a later pass sees it stopped. Asking again is harmless.
+                cluster.request_stop(job.ray_submission_id)
+                return
+            if self.queue.finish(job.id, self.id, JobState.CANCELLED, error="cancelled by request"):
+                _note(job, "cancelled by request; Ray job stopped, output above kept")
+                log.info("job %d: cancelled", job.id)
             return
         if state is None:
             self._lost(job, "Ray no longer knows its job (cluster restarted or job record lost)")
@@ -220,11 +242,17 @@ class Dispatcher:
         )
         env = {
             **(kind.env(config) if kind.env else {}),
+            # The job reports back (e.g. its MLflow run) to the queue it came from.
+            # Visible in Ray's dashboard, whose users can run code on the cluster anyway.
+            "VIDISTILL_DB_URL": self.settings.db_url,
+            "VIDISTILL_HOME": str(self.settings.home),
             "VIDISTILL_JOB_ID": str(job.id),
             "VIDISTILL_JOB_ATTEMPT": str(job.attempts),
             "VIDISTILL_JOB_KIND": job.kind,
             "VIDISTILL_JOB_CONFIG": json.dumps(job.config),
         }
+        if os.environ.get("VIDISTILL_KIND_MODULES"):
+            env["VIDISTILL_KIND_MODULES"] = os.environ["VIDISTILL_KIND_MODULES"]
         # The driver holds resources only when it is the worker (see kinds docstring).
         cpus = job.cpus_per_worker if kind.driver_is_worker else 0
         gpus = job.gpus_per_worker if kind.driver_is_worker else 0

@@ -101,12 +101,16 @@ class RayCluster:
             raise
         return RayJobState(str(info.status.value), info.driver_exit_code, info.message or "")
 
-    def stop(self, submission_id: str, wait: float = 30.0) -> RayJobState | None:
-        """Stop the job (SIGTERM to its process group, SIGKILL after Ray's grace time)."""
+    def request_stop(self, submission_id: str) -> None:
+        """Ask Ray to stop the job (SIGTERM to its process group, SIGKILL after a grace time)."""
         try:
             self._client.stop_job(submission_id)
         except RuntimeError:
-            pass  # already finished or unknown: the state below says which
+            pass  # already finished or unknown: `state` says which
+
+    def stop(self, submission_id: str, wait: float = 30.0) -> RayJobState | None:
+        """`request_stop`, then wait up to `wait` s for the job to end; its last state."""
+        self.request_stop(submission_id)
         deadline = time.monotonic() + wait
         while True:
             state = self.state(submission_id)

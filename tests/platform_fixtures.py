@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,11 +28,18 @@ import pytest
 
 from vidistill.platform.queue import JobQueue
 from vidistill.platform.queue.db import close_engine
-from vidistill.platform.ray_cluster import free_port, start_local_head, stop_local_head, wait_for_dashboard
+from vidistill.platform.ray_cluster import (
+    dashboard_is_up,
+    free_port,
+    start_local_head,
+    stop_local_head,
+    wait_for_dashboard,
+)
 from vidistill.platform.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 RAY_AUTH_MODE = "token"  # what the on-demand head uses in production too
+TESTS_DIR = str(Path(__file__).resolve().parent)
 
 
 # -- PostgreSQL --------------------------------------------------------------------
@@ -167,26 +175,64 @@ def queue(settings) -> JobQueue:
 # -- Ray ------------------------------------------------------------------------------
 
 
+class RayHead:
+    """The session's Ray head; restarted (with a warning) if it went away.
+
+    Other suites share these machines; a `ray stop` run there kills every Ray
+    process on the machine, this head included.
+    """
+
+    def __init__(self):
+        self.process = None
+        self.temp_dir = None
+        self.address = None
+
+    def start(self) -> None:
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="vdray-"))  # short: Ray's socket paths have a length limit
+        port = free_port()
+        # Ray jobs inherit the head's environment: let them import platform_test_kinds.
+        with environment(PYTHONPATH=os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")]))):
+            self.process = start_local_head(dashboard_port=port, temp_dir=self.temp_dir,
+                                            log_file=self.temp_dir / "head.log", num_cpus=8, num_gpus=2,
+                                            auth_mode=RAY_AUTH_MODE)
+        self.address = f"http://127.0.0.1:{port}"
+        wait_for_dashboard(self.address, self.process, timeout=120)
+
+    def ensure_up(self) -> str:
+        if not dashboard_is_up(self.address):
+            log = (self.temp_dir / "head.log").read_text(errors="replace")[-2000:]
+            warnings.warn(f"the test Ray head at {self.address} went away; restarting it. Its log ends:\n{log}")
+            self.stop()
+            self.start()
+        return self.address
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_local_head(self.process, grace=3)
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.process = None
+
+
 @pytest.fixture(scope="session")
-def ray_head():
-    """Dashboard address of a Ray head shared by the session's platform tests."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="vdray-"))  # short: Ray's socket paths have a length limit
-    port = free_port()
+def ray_session_head():
     previous = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = RAY_AUTH_MODE  # this process's clients must match the head
-    process = start_local_head(dashboard_port=port, temp_dir=temp_dir, log_file=temp_dir / "head.log",
-                               num_cpus=8, num_gpus=2, auth_mode=RAY_AUTH_MODE)
-    address = f"http://127.0.0.1:{port}"
+    head = RayHead()
     try:
-        wait_for_dashboard(address, process, timeout=120)
-        yield address
+        head.start()
+        yield head
     finally:
-        stop_local_head(process, grace=3)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        head.stop()
         if previous is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = previous
+
+
+@pytest.fixture
+def ray_head(ray_session_head) -> str:
+    """Dashboard address of the Ray head shared by the session's platform tests."""
+    return ray_session_head.ensure_up()
 
 
 @pytest.fixture
@@ -207,6 +253,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VIDISTILL_STALE_AFTER": str(settings.stale_after),
         "VIDISTILL_AUTOSTART_DISPATCHER": "1" if settings.autostart_dispatcher else "0",
         "RAY_AUTH_MODE": RAY_AUTH_MODE,
+        "PYTHONPATH": os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")])),
     })
     if settings.ray_address:
         env["RAY_ADDRESS"] = settings.ray_address

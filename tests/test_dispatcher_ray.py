@@ -175,3 +175,24 @@ def test_without_ray_address_a_local_head_is_started_once_and_stopped_on_request
         from vidistill.platform.ray_cluster import stop_started_head
 
         stop_started_head(settings)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_python_kind_runs_as_ray_driver_and_reports_its_mlflow_run(ray_settings, dispatchers, monkeypatch):
+    # Declared with `run=` like the ML kinds; its 2 workers x 0.5 CPU are what admission counts.
+    monkeypatch.setenv("VIDISTILL_KIND_MODULES", "platform_test_kinds")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import vidistill.platform.kinds as kinds
+
+    monkeypatch.setattr(kinds, "_discovered", False)  # pick the test module up in this process too
+    monkeypatch.setattr(kinds, "_registry", dict(kinds._registry))  # and forget it afterwards
+    queue = JobQueue(ray_settings)
+    job_id = queue.submit("test-greet", {"name": "ana", "workers": 2}).id
+    assert (queue.get(job_id).total_cpus, queue.get(job_id).num_workers) == (1.0, 2)
+    dispatchers.start(1)
+
+    wait_until(lambda: finished(queue, [job_id]), timeout=60, message="the job to finish")
+    job = queue.get(job_id)
+    assert job.state == "succeeded", dispatchers.logs() + Path(job.log_path).read_text()
+    assert f"hello ana from job {job_id} attempt 1 (test-greet)" in Path(job.log_path).read_text()
+    assert job.mlflow_run_id == f"mlflow-run-of-job-{job_id}"

@@ -57,12 +57,18 @@ discovered automatically, nothing else needs editing::
     ))
 
 `vidistill submit-job distill --help` then lists the fields as options.
-The job's id, attempt and MLflow-facing env arrive in the driver's environment
-as VIDISTILL_JOB_ID / VIDISTILL_JOB_ATTEMPT.
+Inside `run`, `vidistill.platform.kinds.driver.current_job()` tells the job id
+and attempt, and `report_mlflow_run(run_id)` records the MLflow run on the job
+(shown by `vidistill jobs show`).
+
+Kinds kept outside this package (a site's own, or a test's) are imported from
+the comma-separated module names in VIDISTILL_KIND_MODULES; those modules must
+be importable wherever dispatchers and Ray jobs run.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import threading
 from dataclasses import dataclass
@@ -171,6 +177,9 @@ def _discover() -> None:
         for module in pkgutil.iter_modules(__path__):
             if module.name not in ("config", "driver"):
                 importlib.import_module(f"{__name__}.{module.name}")
+        for name in os.environ.get("VIDISTILL_KIND_MODULES", "").split(","):
+            if name.strip():
+                importlib.import_module(name.strip())
 
 
 def get_kind(name: str) -> JobKind:
