@@ -6,6 +6,8 @@ PyAV reads whatever FFmpeg reads (H.264 .mp4, MPEG-4 part 2 .avi as UCF101/HMDB5
 """
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -122,25 +124,49 @@ def read_resampled(
             emitted += 1
 
 
-def resampled_length(path: Path | str, fps: float) -> int:
-    """How many frames read_resampled yields for a video, from packet timestamps alone
-    (demuxing, no decoding); raises VideoDecodeError if it cannot be read."""
+@dataclass(frozen=True)
+class ResampledIndex:
+    """Which source frame (presentation order) read_resampled shows as each output frame."""
+
+    codec: str
+    source_frames: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.source_frames)
+
+
+def resampled_index(path: Path | str, fps: float) -> ResampledIndex:
+    """The resampling of a video from packet timestamps alone (demuxing, no decoding), for
+    decoders that take frame numbers (DALI's). Raises VideoDecodeError if it cannot be read."""
     path = Path(path)
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
+            codec = stream.codec_context.name
             rate = float(stream.average_rate or stream.guessed_rate or fps)
             seconds = _snapper(stream, rate)
-            times = [
+            times = sorted(
                 seconds(float(packet.pts * stream.time_base))
                 for packet in container.demux(stream)
                 if packet.pts is not None and packet.size
-            ]
+            )
     except (av.error.FFmpegError, OSError, IndexError) as error:
         raise VideoDecodeError(path, f"cannot read: {error}") from None
     if not times:
         raise VideoDecodeError(path, "no frames")
-    return _frames_before(max(times) - min(times) + 1.0 / rate, fps)
+    first = times[0]
+    times = [t - first for t in times]
+    count = _frames_before(times[-1] + 1.0 / rate, fps)
+    # output k shows the latest frame whose time is <= k / fps (as read_resampled does)
+    sources = tuple(
+        max(bisect.bisect_right(times, k / fps + _TIME_EPSILON) - 1, 0) for k in range(count)
+    )
+    return ResampledIndex(codec, sources)
+
+
+def resampled_length(path: Path | str, fps: float) -> int:
+    """How many frames read_resampled yields for a video, without decoding it."""
+    return len(resampled_index(path, fps))
 
 
 def probe(path: Path | str) -> dict:

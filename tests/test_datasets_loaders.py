@@ -230,3 +230,34 @@ def test_sharded_test_clips_cover_every_clip_once(prepared):
 def test_a_crop_larger_than_the_frames_is_refused_with_what_to_do(prepared):
     with pytest.raises(ValueError, match=r"smaller than the 224x224 crop; prepare at a larger size or lower crop_size"):
         make_clip_loader(prepared, ClipLoaderConfig(backend="opencv")).__len__()
+
+
+def test_dali_decodes_raw_vp9_videos_into_the_clips_pyav_gives(tmp_path):
+    from vidistill.datasets.synthetic import SyntheticConfig, make_synthetic
+    root = make_synthetic(tmp_path / "vp9", SyntheticConfig(classes=2, videos_per_class=2, frames=30, width=96,
+                                                            height=72, codec="vp9", test_fraction=0.5, seed=3))
+    listing = list_videos(DatasetConfig(root, "generic"), "train")
+    config = dict(SMALL, batch_size=2, video_width=WIDTH, video_height=HEIGHT)
+    for train in (True, False):
+        dali = batches(listing, "dali", train=train, **config)
+        pyav = batches(listing, "pyav", train=train, **config)
+        assert len(dali) == len(pyav) == (1 if train else 2)
+        for a, b in zip(dali, pyav):
+            for key in ("label", "video_index", "start", "crop", "flip"):
+                assert torch.equal(a[key], b[key]), key
+            assert a["rgb"].shape == b["rgb"].shape and a["rgb"].dtype == torch.float32
+            # same frames: only the decoders' colour conversion and resizing differ; one frame
+            # off differs by the per-frame pixel noise as well, about twice as much
+            aligned = (a["rgb"] - b["rgb"]).abs().mean()
+            assert aligned < 0.03
+            assert (a["rgb"][:, :, 1:] - b["rgb"][:, :, :-1]).abs().mean() > 1.5 * aligned
+    assert resolve_backend(listing, ClipLoaderConfig(), {"vp9"}) == (loaders.DEFAULT_CPU_VIDEO_BACKEND, None)
+
+
+def test_dali_refuses_a_raw_codec_its_cpu_decoder_lacks_and_auto_takes_pyav(tmp_path_factory):
+    listing = list_videos(DatasetConfig(synthetic_dataset(tmp_path_factory), "generic"), "test")  # mpeg4
+    with pytest.raises(DatasetError, match=r"\.avi: codec mpeg4 is not decoded by DALI's cpu video decoder "
+                                           r"\(it takes mjpeg, vp8, vp9\); use the pyav backend"):
+        make_clip_loader(listing, ClipLoaderConfig(backend="dali"))
+    assert resolve_backend(listing, ClipLoaderConfig(), {"mpeg4"}) == ("pyav", None)
+    assert make_clip_loader(listing, ClipLoaderConfig(**SMALL)).backend == "pyav"

@@ -38,12 +38,17 @@ same number of steps, test does not pad. ``rgb``/``flow`` lie on the loader's ``
 
 Backends (``ClipLoaderConfig.backend``):
 
-``dali``    rawframes JPEG -> DALI (``mixed`` nvJPEG decoding on a GPU, ``cpu`` otherwise).
+``dali``    rawframes JPEG -> DALI (``mixed`` nvJPEG decoding on a GPU, ``cpu`` otherwise); or
+            raw encoded videos (a ``Listing``, RGB only) -> DALI's video decoder (NVDEC on a
+            GPU: H.264, HEVC, MPEG-4, VP8/9, AV1, MJPEG; on a CPU only VP8, VP9, MJPEG).
 ``opencv``  rawframes JPEG -> OpenCV decoding in torch DataLoader workers; same tensors as dali.
-``pyav``    raw encoded videos (a ``Listing``), RGB only, decoded with PyAV at load time.
-``auto``    a Listing -> pyav; rawframes -> dali on a GPU, and on a CPU the backend that
-            ``benchmarks/bench_loaders.py`` measured faster (DEFAULT_CPU_BACKEND).
-Which backend and device ran is logged once per process.
+``pyav``    raw encoded videos, RGB only, any codec FFmpeg reads, PyAV decoding in workers.
+``auto``    on a GPU: dali (raw videos: pyav when a codec is one NVDEC lacks). On a CPU: the
+            backend ``benchmarks/bench_loaders.py`` measured faster, DEFAULT_CPU_BACKEND for
+            rawframes and DEFAULT_CPU_VIDEO_BACKEND for raw videos (pyav when DALI lacks a codec).
+Raw-video clips are resampled and resized as preparation does, so their tensors match the
+rawframes ones in layout, dtype and normalisation (not bit for bit: no JPEG rounding, and each
+decoder resizes its own way). Which backend and device ran is logged once per process.
 """
 from __future__ import annotations
 
@@ -58,6 +63,7 @@ __all__ = [
     "ClipLoaderConfig",
     "ClipSpec",
     "DEFAULT_CPU_BACKEND",
+    "DEFAULT_CPU_VIDEO_BACKEND",
     "make_clip_loader",
     "plan_epoch",
     "resolve_backend",
@@ -68,6 +74,7 @@ log = logging.getLogger(__name__)
 # Measured by benchmarks/bench_loaders.py on the 2-core CPU machines (training clips/s, same
 # worker count): see that file's docstring for the figures. Rerun it when hardware changes.
 DEFAULT_CPU_BACKEND = "dali"
+DEFAULT_CPU_VIDEO_BACKEND = "pyav"
 
 _BACKENDS = ("auto", "dali", "opencv", "pyav")
 _announced: set[tuple[str, str]] = set()
@@ -79,8 +86,11 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_backend(source: PreparedSet | Listing, config: ClipLoaderConfig) -> tuple[str, int | None]:
-    """(backend, CUDA device id or None) that ``make_clip_loader`` uses for this config."""
+def resolve_backend(
+    source: PreparedSet | Listing, config: ClipLoaderConfig, codecs: set[str] = frozenset()
+) -> tuple[str, int | None]:
+    """(backend, CUDA device id or None) that ``make_clip_loader`` uses for this config;
+    ``codecs`` are those of a Listing's videos."""
     if config.backend not in _BACKENDS:
         raise DatasetError(f"unknown loader backend {config.backend!r}; choose one of {_BACKENDS}")
     if config.device not in ("auto", "cpu", "gpu"):
@@ -88,18 +98,22 @@ def resolve_backend(source: PreparedSet | Listing, config: ClipLoaderConfig) -> 
     if config.device == "gpu" and not _cuda_available():
         raise DatasetError("device 'gpu' asked for, but torch sees no CUDA device")
     gpu = config.device == "gpu" or (config.device == "auto" and _cuda_available())
-    if isinstance(source, Listing):
-        if config.backend not in ("auto", "pyav"):
-            raise DatasetError(
-                f"raw videos load with the pyav backend, not {config.backend!r}; prepare "
-                "rawframes to use dali or opencv"
-            )
-        return "pyav", None
-    if config.backend == "pyav":
+    raw = isinstance(source, Listing)
+    if raw and config.backend == "opencv":
+        raise DatasetError("the opencv backend reads rawframes; raw videos load with pyav or dali")
+    if not raw and config.backend == "pyav":
         raise DatasetError("the pyav backend reads raw videos: pass a Listing, not rawframes")
     backend = config.backend
     if backend == "auto":
-        backend = "dali" if gpu else DEFAULT_CPU_BACKEND
+        if gpu:
+            backend = "dali"
+        else:
+            backend = DEFAULT_CPU_VIDEO_BACKEND if raw else DEFAULT_CPU_BACKEND
+        if raw and backend == "dali":
+            from vidistill.datasets.loaders.dali import VIDEO_CODECS
+
+            if not codecs <= VIDEO_CODECS["mixed" if gpu else "cpu"]:
+                backend = "pyav"
     if backend == "dali" and gpu:
         import torch
 
@@ -110,11 +124,22 @@ def resolve_backend(source: PreparedSet | Listing, config: ClipLoaderConfig) -> 
 def make_clip_loader(source: PreparedSet | Listing, config: ClipLoaderConfig = ClipLoaderConfig()):
     """A loader of clip batches (see the module doc) over prepared rawframes or raw videos.
 
-    It has ``set_epoch(epoch)``, ``len()`` (batches per epoch for this shard), iteration, and
-    ``backend`` / ``device`` attributes naming what runs.
+    It has ``set_epoch(epoch)``, ``len()`` (batches per epoch for this shard), iteration,
+    ``load(batches of ClipSpec)``, and ``backend`` / ``device`` attributes naming what runs.
     """
-    backend, device_id = resolve_backend(source, config)
-    if backend == "dali":
+    codecs: set[str] = set()
+    if isinstance(source, Listing):
+        from vidistill.datasets.loaders.frames import RawVideoFiles
+
+        files = RawVideoFiles(source, config)  # indexes every video once
+        codecs = {index.codec for index in files.indices}
+    backend, device_id = resolve_backend(source, config, codecs)
+    raw = isinstance(source, Listing)
+    if backend == "dali" and raw:
+        from vidistill.datasets.loaders.dali import DALIVideoClipLoader
+
+        loader = DALIVideoClipLoader(files, device_id)
+    elif backend == "dali":
         from vidistill.datasets.loaders.dali import DALIClipLoader
 
         loader = DALIClipLoader(source, config, device_id)
@@ -125,14 +150,15 @@ def make_clip_loader(source: PreparedSet | Listing, config: ClipLoaderConfig = C
     else:
         from vidistill.datasets.loaders.pyav import PyAVClipLoader
 
-        loader = PyAVClipLoader(source, config)
-    key = (loader.backend, loader.device)
+        loader = PyAVClipLoader(files)
+    key = (loader.backend, loader.device, raw)
     if key not in _announced:
         _announced.add(key)
         what = {
-            "dali": f"rawframes JPEG, DALI {'mixed/nvJPEG' if device_id is not None else 'CPU'} decoding",
-            "opencv": "rawframes JPEG, OpenCV decoding in DataLoader workers",
-            "pyav": "raw video, PyAV decoding in DataLoader workers",
-        }[loader.backend]
+            ("dali", False): f"rawframes JPEG, DALI {'mixed/nvJPEG' if device_id is not None else 'CPU'} decoding",
+            ("dali", True): f"raw video, DALI {'mixed/NVDEC' if device_id is not None else 'CPU'} video decoding",
+            ("opencv", False): "rawframes JPEG, OpenCV decoding in DataLoader workers",
+            ("pyav", True): "raw video, PyAV decoding in DataLoader workers",
+        }[loader.backend, raw]
         log.info("clip loading: %s on %s (%s)", loader.backend, loader.device, what)
     return loader

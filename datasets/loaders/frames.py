@@ -1,13 +1,16 @@
-"""Where a clip's encoded JPEG frames lie in a rawframes folder (shared by all rawframes backends)."""
+"""Where a clip's encoded data lies: JPEG frame files of a rawframes folder, or the frames of
+an encoded video (shared by the backends that read each)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from vidistill.datasets.errors import DatasetError
+from vidistill.datasets.errors import DatasetError, VideoDecodeError
+from vidistill.datasets.layouts import Listing
 from vidistill.datasets.loaders.plan import ClipLoaderConfig, ClipSpec, VideoExtent
 from vidistill.datasets.rawframes import PreparedSet
+from vidistill.datasets.video import ResampledIndex, resampled_index
 
 
 class RawframesFiles:
@@ -57,3 +60,37 @@ def read_encoded(path: Path) -> np.ndarray:
         raise DatasetError(
             f"cannot read frame ({error.strerror}); re-prepare this video", path
         ) from None
+
+
+class RawVideoFiles:
+    """Maps clip specs to the source frames of encoded videos, resampled to ``video_fps`` as
+    preparation resamples them (indexing demuxes every video once, without decoding)."""
+
+    def __init__(self, listing: Listing, config: ClipLoaderConfig):
+        if config.modality != "rgb":
+            raise DatasetError(
+                f"{config.modality!r} clips need flow, which raw videos do not have; run "
+                "`vidistill datasets prepare` and load the rawframes"
+            )
+        self.listing = listing
+        self.config = config
+        self.indices: list[ResampledIndex] = []
+        for video in listing.videos:
+            try:
+                self.indices.append(resampled_index(video.path, config.video_fps))
+            except VideoDecodeError as error:
+                raise DatasetError(f"{error.reason}; check or remove this video", video.path) from None
+
+    def extents(self) -> list[VideoExtent]:
+        return [
+            VideoExtent(video.label, len(index), self.config.video_width, self.config.video_height)
+            for video, index in zip(self.listing.videos, self.indices)
+        ]
+
+    def path(self, spec: ClipSpec) -> Path:
+        return self.listing.videos[spec.video_index].path
+
+    def source_frames(self, spec: ClipSpec) -> list[int]:
+        """Frame numbers in the encoded video (presentation order) of the clip's frames."""
+        index = self.indices[spec.video_index]
+        return [index.source_frames[i] for i in spec.frame_indices(self.config.clip_length, len(index))]

@@ -1,7 +1,7 @@
 """The raw-video loader: RGB clips straight from encoded videos, decoded with PyAV.
 
-For RGB-only work on videos that were never prepared (any codec FFmpeg reads; DALI's CPU video
-reader refuses H.264, HEVC and MPEG-4 part 2). Frames are resampled and resized exactly as
+For RGB-only work on videos that were never prepared, in any codec FFmpeg reads (DALI's CPU
+video decoder takes VP8, VP9 and MJPEG only; see dali.py for DALI on raw videos). Frames are resampled and resized exactly as
 preparation does (video.read_resampled), then cropped, flipped and normalised by augment.py,
 so the tensors have the layout, dtype and normalisation of the rawframes loaders (not their
 JPEG rounding). Flow needs prepared rawframes. Each clip decodes its video from the start up
@@ -14,32 +14,23 @@ import itertools
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from vidistill.datasets.errors import DatasetError, VideoDecodeError
-from vidistill.datasets.layouts import Listing
 from vidistill.datasets.loaders.augment import collate_clips, crop_flip, rgb_to_unit, to_channels_first
+from vidistill.datasets.loaders.frames import RawVideoFiles
 from vidistill.datasets.loaders.plan import (
     ClipLoaderConfig,
     ClipSpec,
     FixedBatchSampler,
-    VideoExtent,
     batch_specs,
     plan_epoch,
 )
-from vidistill.datasets.video import read_resampled, resampled_length
-
-
-def _length(path, fps: float) -> int:
-    try:
-        return resampled_length(path, fps)
-    except VideoDecodeError as error:
-        raise DatasetError(f"{error.reason}; check or remove this video", path) from None
+from vidistill.datasets.video import read_resampled
 
 
 class VideoClips(Dataset):
     """Map-style dataset over one epoch's clip specs; item i is the clip of spec i."""
 
-    def __init__(self, listing: Listing, specs: list[ClipSpec], config: ClipLoaderConfig):
-        self.listing, self.specs, self.config = listing, specs, config
+    def __init__(self, files: RawVideoFiles, specs: list[ClipSpec]):
+        self.files, self.specs, self.config = files, specs, files.config
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -47,7 +38,7 @@ class VideoClips(Dataset):
     def __getitem__(self, index: int) -> dict:
         spec = self.specs[index]
         config = self.config
-        path = self.listing.videos[spec.video_index].path
+        path = self.files.path(spec)
         last = spec.start + config.clip_length
         frames = list(
             itertools.islice(
@@ -67,30 +58,16 @@ class PyAVClipLoader:
     backend = "pyav"
     device = "cpu"
 
-    def __init__(self, listing: Listing, config: ClipLoaderConfig):
-        if config.modality != "rgb":
-            raise DatasetError(
-                f"{config.modality!r} clips need flow, which raw videos do not have; run "
-                "`vidistill datasets prepare` and load the rawframes"
-            )
-        self.listing = listing
-        self.config = config
+    def __init__(self, files: RawVideoFiles):
+        self.files = files
+        self.config = files.config
         self.epoch = 0
-        self.extents = [
-            VideoExtent(
-                v.label,
-                _length(v.path, config.video_fps),
-                config.video_width,
-                config.video_height,
-            )
-            for v in listing.videos
-        ]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _batches(self) -> list[list[ClipSpec]]:
-        return batch_specs(plan_epoch(self.extents, self.config, self.epoch), self.config)
+        return batch_specs(plan_epoch(self.files.extents(), self.config, self.epoch), self.config)
 
     def __len__(self) -> int:
         return len(self._batches())
@@ -102,7 +79,7 @@ class PyAVClipLoader:
         """Batches of exactly these clips (e.g. to cache teacher maps for chosen clips)."""
         specs = [spec for batch in batches for spec in batch]
         yield from DataLoader(
-            VideoClips(self.listing, specs, self.config),
+            VideoClips(self.files, specs),
             batch_sampler=FixedBatchSampler([len(b) for b in batches]),
             num_workers=self.config.num_workers,
             collate_fn=collate_clips,
