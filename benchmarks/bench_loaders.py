@@ -7,11 +7,14 @@ training clips/s (T=24, 224x224 crop, batch 8, from 320x256 frames at 24 fps) of
 
   dali     rawframes JPEG through DALI (mixed/nvJPEG when a GPU is visible, CPU otherwise)
   opencv   rawframes JPEG through a plain torch DataLoader, OpenCV decoding (the fallback)
-  pyav     the raw encoded videos through a torch DataLoader, PyAV decoding
+  pyav     the raw encoded videos (MPEG-4 .avi, and the same set as VP9 .webm) through a torch
+           DataLoader, PyAV decoding
+  dali     the raw VP9 videos through DALI's video decoder (its CPU decoder refuses MPEG-4)
 
 as medians over repeated epochs and as ratios to the plain DataLoader, and seconds per
 320x256 frame pair of TV-L1 and Farneback flow. It prints which rawframes backend is faster
-here and whether ``DEFAULT_CPU_BACKEND`` (vidistill.datasets.loaders) agrees.
+here and whether ``DEFAULT_CPU_BACKEND`` (vidistill.datasets.loaders) agrees, and the same for raw
+videos and ``DEFAULT_CPU_VIDEO_BACKEND``.
 
 Figures on the 2-core CPU machines (no GPU), 2 workers, 32 videos, 3 repeats:
 see the report that introduced this file; rerun to refresh.
@@ -31,22 +34,32 @@ import torch
 
 from vidistill.datasets.flow import FlowEstimator
 from vidistill.datasets.layouts import DatasetConfig, list_all_videos
-from vidistill.datasets.loaders import DEFAULT_CPU_BACKEND, ClipLoaderConfig, make_clip_loader
+from vidistill.datasets.loaders import (
+    DEFAULT_CPU_BACKEND,
+    DEFAULT_CPU_VIDEO_BACKEND,
+    ClipLoaderConfig,
+    make_clip_loader,
+)
 from vidistill.datasets.prepare import PrepareConfig, prepare_dataset
 from vidistill.datasets.rawframes import open_rawframes
 from vidistill.datasets.synthetic import SyntheticConfig, make_synthetic
 
 
-def build_data(folder: Path, workers: int) -> tuple[Path, Path]:
-    videos, frames = folder / "videos", folder / "frames"
+SYNTHETIC = SyntheticConfig(classes=4, videos_per_class=8, frames=48, width=160, height=120)
+
+
+def build_data(folder: Path, workers: int) -> tuple[Path, Path, Path]:
+    videos, vp9, frames = folder / "videos", folder / "videos-vp9", folder / "frames"
     if not (videos / "classes.txt").exists():
-        make_synthetic(videos, SyntheticConfig(classes=4, videos_per_class=8, frames=48, width=160, height=120))
+        make_synthetic(videos, SYNTHETIC)
+    if not (vp9 / "classes.txt").exists():
+        make_synthetic(vp9, SyntheticConfig(**{**SYNTHETIC.__dict__, "codec": "vp9"}))
     if not (frames / "manifest.json").exists():
         started = time.perf_counter()
         listing = list_all_videos(DatasetConfig(videos, "generic"))
         prepare_dataset(listing, PrepareConfig(frames, flow_method="farneback", workers=workers))
         print(f"prepared {len(listing.videos)} videos in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return videos, frames
+    return videos, vp9, frames
 
 
 def epoch_rate(loader, epoch: int) -> float:
@@ -99,16 +112,19 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(args.workers)
     with tempfile.TemporaryDirectory() as temporary:
-        videos, frames = build_data(args.keep or Path(temporary), args.workers)
+        videos, vp9, frames = build_data(args.keep or Path(temporary), args.workers)
         prepared = open_rawframes(frames)
         listing = list_all_videos(DatasetConfig(videos, "generic"))
+        listing_vp9 = list_all_videos(DatasetConfig(vp9, "generic"))
         device = "gpu" if torch.cuda.is_available() else "cpu"
         common = dict(batch_size=8, num_workers=args.workers, seed=0)
         loaders = {}
         for name, source, backend, modality in [
             ("dali rgb", prepared, "dali", "rgb"),
             ("opencv rgb", prepared, "opencv", "rgb"),
-            ("pyav rgb (raw video)", listing, "pyav", "rgb"),
+            ("pyav rgb (raw mpeg4)", listing, "pyav", "rgb"),
+            ("pyav rgb (raw vp9)", listing_vp9, "pyav", "rgb"),
+            ("dali rgb (raw vp9)", listing_vp9, "dali", "rgb"),
             ("dali paired", prepared, "dali", "paired"),
             ("opencv paired", prepared, "opencv", "paired"),
         ]:
@@ -133,16 +149,18 @@ def main() -> None:
           f"tvl1 {flow['tvl1']:.3f} s, farneback {flow['farneback']:.4f} s, "
           f"tvl1/farneback x{flow['tvl1'] / flow['farneback']:.0f}")
     faster = max(("dali", "opencv"), key=lambda b: runs[f"{b} rgb"]["clips_per_s"] + runs[f"{b} paired"]["clips_per_s"])
-    print(f"faster rawframes loader on this {device}: {faster}")
+    faster_raw = max(("dali", "pyav"), key=lambda b: runs[f"{b} rgb (raw vp9)"]["clips_per_s"])
+    print(f"faster rawframes loader on this {device}: {faster}; faster raw-video loader (VP9): {faster_raw}")
     if device == "cpu":
-        agrees = "agrees" if faster == DEFAULT_CPU_BACKEND else "DISAGREES: update it"
-        print(f"DEFAULT_CPU_BACKEND = {DEFAULT_CPU_BACKEND!r} ({agrees})")
+        for name, default, measured in [("DEFAULT_CPU_BACKEND", DEFAULT_CPU_BACKEND, faster),
+                                        ("DEFAULT_CPU_VIDEO_BACKEND", DEFAULT_CPU_VIDEO_BACKEND, faster_raw)]:
+            print(f"{name} = {default!r} ({'agrees' if default == measured else 'DISAGREES: update it'})")
     else:
         print("on a GPU the default is dali (mixed decoding)" +
-              ("" if faster == "dali" else ": DISAGREES with this measurement"))
+              ("" if faster == faster_raw == "dali" else ": DISAGREES with this measurement"))
     if args.json:
         args.json.write_text(json.dumps({"device": device, "workers": args.workers, "loaders": runs,
-                                         "flow_s_per_pair": flow, "faster": faster}, indent=1))
+                                         "flow_s_per_pair": flow, "faster": faster, "faster_raw": faster_raw}, indent=1))
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ def test_manifest_hash_is_stable_and_follows_the_data_not_the_failures(tmp_path,
 @pytest.mark.parametrize("codec, fps, frames", [("mpeg4", 25.0, 40), ("h264", 30.0, 45), ("vp9", 30.0, 15),
                                                 ("mjpeg", 12.0, 10)])
 def test_resampling_counts_output_frames_by_duration_whatever_the_container(tmp_path, codec, fps, frames):
-    from vidistill.datasets.video import CODECS, read_resampled, resampled_length
+    from vidistill.datasets.video import CODECS, read_resampled, resampled_index, resampled_length
     path = write_motion_video(tmp_path / f"v{CODECS[codec][2]}", "move-up", frames, fps, (48, 32), codec)
     duration = frames / fps
     for target in (24.0, fps, 2 * fps):
@@ -253,6 +253,12 @@ def test_resampling_counts_output_frames_by_duration_whatever_the_container(tmp_
         assert resampled_length(path, target) == expected, target
     # at its own rate a video keeps every frame, in order
     source = list(read_resampled(path, fps, 48, 32))
+    assert resampled_index(path, fps).source_frames == tuple(range(frames))
+    # the index DALI's video decoder is given names the frames read_resampled shows
+    index = resampled_index(path, 24.0)
+    assert index.codec == codec
+    at_24 = list(read_resampled(path, 24.0, 48, 32))
+    assert all(np.array_equal(frame, source[i]) for frame, i in zip(at_24, index.source_frames))
     doubled = list(read_resampled(path, 2 * fps, 48, 32))
     assert all(np.array_equal(doubled[2 * i], source[i]) and np.array_equal(doubled[2 * i + 1], source[i])
                for i in range(frames))
