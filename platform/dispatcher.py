@@ -96,6 +96,9 @@ class Dispatcher:
         # slow Ray) is not mistaken for a dead dispatcher.
         heart = threading.Thread(target=self._beat_until_stopped, name="heartbeat", daemon=True)
         heart.start()
+        # Between passes: woken early by queue changes (a submission, a finish),
+        # so a job on an idle cluster starts without waiting out the poll interval.
+        waiter = self.queue.activity_waiter()
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
@@ -103,9 +106,11 @@ class Dispatcher:
                     self.run_once()
                 except Exception:  # one bad pass (database restart, Ray hiccup) must not end the service
                     log.exception("dispatcher pass failed; retrying")
-                self._stop.wait(max(0.0, self.settings.poll_interval - (time.monotonic() - started)))
+                if not self._stop.is_set():
+                    waiter.wait(max(0.0, self.settings.poll_interval - (time.monotonic() - started)))
         finally:
             self._stop.set()
+            waiter.close()
             heart.join(timeout=10)
             # Its jobs keep running on Ray; unregistering lets another dispatcher adopt them now.
             self.queue.unregister_dispatcher(self.id)
@@ -147,8 +152,11 @@ class Dispatcher:
         try:
             state = cluster.state(job.ray_submission_id)
         except Exception as error:
-            self._cluster_trouble(cluster.address, error)
+            if self._cluster_trouble(cluster.address, error):
+                self._lost(job, f"its Ray cluster {cluster.address} has been unreachable for "
+                                f"{self.settings.stale_after:g} s ({error})")
             return
+        self._unreachable_since.pop(cluster.address, None)
         if job.cancel_requested:
             if state is not None and not state.finished:
                 # Not waited for: Ray sends SIGTERM, then SIGKILL after its grace time;

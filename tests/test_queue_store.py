@@ -282,3 +282,20 @@ def test_jobs_of_a_silent_dispatcher_are_adopted_by_a_live_one(queue):
     assert queue.heartbeat("dead") is False  # it learns it was declared dead
     # Its late finish cannot overwrite the adopter's outcome.
     assert queue.finish(job.id, "dead", JobState.SUCCEEDED) is False
+
+
+def test_activity_waiter_wakes_on_a_submission_from_another_process(queue, settings, tmp_path):
+    waiter = queue.activity_waiter()
+    try:
+        assert waiter.wait(0.3) is False  # nothing happened
+        submitter = subprocess.Popen([sys.executable, "-c", (
+            "import sys; from vidistill.platform.queue import JobQueue; from vidistill.platform.settings import Settings;"
+            "JobQueue(Settings.from_env({'VIDISTILL_DB_URL': sys.argv[1], 'VIDISTILL_HOME': sys.argv[2]}))"
+            ".submit('command', {'command': 'true'})"), settings.db_url, str(tmp_path)])
+        started = time.monotonic()
+        assert waiter.wait(60) is True
+        assert time.monotonic() - started < 30
+        assert submitter.wait(timeout=60) == 0
+        assert len(queue.list_jobs()) == 1
+    finally:
+        waiter.close()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import getpass
 import os
+import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import exists, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from vidistill.platform.kinds import get_kind
@@ -33,6 +35,7 @@ from vidistill.platform.queue.models import (
 )
 from vidistill.platform.settings import Settings
 
+NOTIFY_CHANNEL = "vidistill_jobs"
 QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
 SUCCEEDED, FAILED, CANCELLED = JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value
 
@@ -131,6 +134,7 @@ class JobQueue:
                 dependency_links=[JobDependency(depends_on_id=dep_id) for dep_id in dependency_ids],
             )
             session.add(job)
+            self._notify(session)
         return job
 
     def get(self, job_id: int) -> Job:
@@ -183,6 +187,7 @@ class JobQueue:
                 job.cancel_requested = True
             else:
                 raise InvalidTransition(f"job {job_id} already {job.state}; nothing to cancel")
+            self._notify(session)
         return self.get(job_id)
 
     def retry(self, job_id: int) -> list[int]:
@@ -224,6 +229,7 @@ class JobQueue:
                 target.exit_code = None
                 target.error = None
                 target.error_kind = None
+            self._notify(session)
         return requeued
 
     # -- dispatchers ----------------------------------------------------------
@@ -283,7 +289,8 @@ class JobQueue:
                 return None
             attempt = candidate.attempts + 1
             logs_dir = logs_dir or self.settings.logs_dir
-            claimed = session.execute(
+            # Conditional on still being queued; RETURNING hands back the claimed row.
+            return session.scalars(
                 update(Job)
                 .where(Job.id == candidate.id, Job.state == QUEUED)
                 .values(
@@ -296,15 +303,12 @@ class JobQueue:
                     log_path=str(Path(logs_dir) / f"job-{candidate.id}.log"),
                     exit_code=None,
                 )
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount != 1:  # taken meanwhile (only possible without IMMEDIATE/row lock)
-                return None
-            session.expire(candidate)
-            session.refresh(candidate)
-            return candidate
+                .returning(Job),
+                execution_options={"synchronize_session": False},
+            ).first()
 
-    def _next_candidate(self, session: Session, capacity: Capacity) -> Job | None:
+    def _next_candidate(self, session: Session, capacity: Capacity):
+        """(id, attempts, total_cpus, total_gpus) of the next admissible job, or None."""
         parent = aliased(Job)
         unmet_dependency = exists().where(
             job_dependencies.c.job_id == Job.id,
@@ -312,7 +316,12 @@ class JobQueue:
             parent.state != SUCCEEDED,
         )
         query = (
-            select(Job)
+            select(
+                Job.id,
+                Job.attempts,
+                (Job.num_workers * Job.cpus_per_worker).label("total_cpus"),
+                (Job.num_workers * Job.gpus_per_worker).label("total_gpus"),
+            )
             .where(
                 Job.state == QUEUED,
                 ~unmet_dependency,
@@ -327,7 +336,7 @@ class JobQueue:
         if self.is_postgres:
             # Rows another dispatcher is claiming right now are skipped, not waited on.
             query = query.with_for_update(skip_locked=True, of=Job)
-        return session.scalars(query).first()
+        return session.execute(query).first()
 
     def _usage(self, session: Session, state: str) -> Usage:
         cpus, gpus, count = session.execute(
@@ -377,6 +386,8 @@ class JobQueue:
                     error_kind=error_kind.value if error_kind else None,
                 )
             )
+            # No NOTIFY: the finishing dispatcher admits the next jobs in the same
+            # pass, and NOTIFY would serialise every commit on PostgreSQL.
             return result.rowcount == 1
 
     def requeue_or_fail(self, job_id: int, dispatcher_id: str, reason: str) -> JobState | None:
@@ -461,6 +472,16 @@ class JobQueue:
                     )
                     failed_ids.append(job_id)
 
+    # -- waking dispatchers -----------------------------------------------------
+
+    def activity_waiter(self) -> "ActivityWaiter":
+        """Lets a dispatcher sleep between passes yet wake as soon as jobs change."""
+        return ActivityWaiter(self.engine)
+
+    def _notify(self, session: Session) -> None:
+        if self.is_postgres:  # delivered at commit; SQLite waiters watch data_version instead
+            session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+
     # -- helpers --------------------------------------------------------------
 
     def _lock(self, session: Session, job_id: int) -> Job:
@@ -473,6 +494,67 @@ class JobQueue:
         return job
 
 
+class ActivityWaiter:
+    """`wait(timeout)`: True as soon as another process changed the queue, False on timeout.
+
+    PostgreSQL: LISTEN on a dedicated connection; writers NOTIFY in their
+    transaction. SQLite: `PRAGMA data_version`, which changes whenever another
+    connection commits, read every 50 ms (a memory read, no disk I/O in WAL).
+    Any failure degrades to plain sleeping; the next call tries again.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._conn = None
+        self._version = None
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            if self.engine.dialect.name == "postgresql":
+                return self._wait_postgres(timeout)
+            return self._wait_sqlite(timeout)
+        except Exception:
+            self.close()
+            time.sleep(max(0.0, timeout))
+            return False
+
+    def _wait_postgres(self, timeout: float) -> bool:
+        import psycopg
+
+        if self._conn is None:
+            url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._conn = psycopg.connect(url, autocommit=True)
+            self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+            return True
+        return False
+
+    def _wait_sqlite(self, timeout: float) -> bool:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.engine.url.database, timeout=30)
+            self._version = self._data_version()
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self._data_version()
+            if version != self._version:
+                self._version = version
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.05, remaining))
+
+    def _data_version(self) -> int:
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
 def default_owner() -> str:
     try:
         return getpass.getuser()
@@ -480,4 +562,4 @@ def default_owner() -> str:
         return f"uid{os.getuid()}"
 
 
-__all__ = ["Capacity", "InvalidTransition", "JobNotFound", "JobQueue", "Usage"]
+__all__ = ["ActivityWaiter", "Capacity", "InvalidTransition", "JobNotFound", "JobQueue", "Usage"]
