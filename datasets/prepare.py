@@ -211,7 +211,8 @@ def prepare_dataset(
     """Prepare every video of a listing as parallel Ray tasks; resumable; see module doc.
 
     Uses the Ray cluster already initialised in this process, or starts a local one with
-    ``config.workers`` CPUs (and shuts it down at the end).
+    ``config.workers`` CPUs (and shuts it down at the end). On a multi-node cluster the videos
+    and ``config.out`` must lie on storage that every node mounts at the same path.
     """
     import ray
 

@@ -16,15 +16,17 @@ A batch is a dict:
                  t is the motion from frame t to t + 1, so a paired clip's RGB frame t and flow
                  image t start at the same instant. (Only for modality ``flow`` / ``paired``.)
 ``label``        int64 (B,)
-``video_index``  int64 (B,), index into ``prepared.videos`` (aggregate test clips per video)
+``video_index``  int64 (B,), index into ``prepared.videos`` (``listing.videos`` for raw videos);
+                 test clips are aggregated per video by it
 ``start``        int64 (B,), first frame of the clip (0-based)
 ``crop``         int64 (B, 2), (y0, x0) of the crop box in the full frame (320x256 when prepared
                  with the defaults); box size is ``crop_size`` in training, the full frame in test
 ``flip``         bool (B,), whether the clip was mirrored left-right *after* cropping
 
 So a map M computed once on the full frame becomes the clip's map as
-``M[..., y0:y0+h, x0:x0+w]``, then ``.flip(-1)`` where ``flip`` (the trainers cache the teacher's
-attention maps this way instead of running the teacher at every step).
+``M[..., y0:y0+h, x0:x0+w]``, then ``.flip(-1)`` where ``flip`` (pixel coordinates: divide by
+the map's stride for a feature map; the trainers cache the teacher's attention maps this way
+instead of running the teacher at every step).
 
 Clips: T consecutive frames (default 24); training draws one clip per video per epoch with a
 random start, a random 224x224 crop, a random flip and, for RGB only, colour perturbation; paired
@@ -77,7 +79,7 @@ DEFAULT_CPU_BACKEND = "dali"
 DEFAULT_CPU_VIDEO_BACKEND = "pyav"
 
 _BACKENDS = ("auto", "dali", "opencv", "pyav")
-_announced: set[tuple[str, str]] = set()
+_announced: set[tuple[str, str, bool]] = set()  # (backend, device, raw video) logged
 
 
 def _cuda_available() -> bool:
