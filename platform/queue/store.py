@@ -275,9 +275,17 @@ class JobQueue:
         dependencies all succeeded and that could ever fit the cluster. If that
         job does not fit in what running jobs leave free, nothing is claimed:
         strict order, so a big job is never starved by a stream of small ones.
+
+        SQLite serialises claims (BEGIN IMMEDIATE), so admission there is exact.
+        On PostgreSQL, dispatchers claiming at the same instant may each count
+        the same free GPUs and briefly admit more than fits; Ray then holds
+        the extra work pending until devices free up. That is benign (no job
+        runs twice, and drivers hold no resources, so nothing deadlocks) and
+        keeps claims concurrent instead of serialising them behind one lock.
+
         The returned job carries its new attempt number, its Ray submission id
-        (fixed now, so a dispatcher that dies right after submitting leaves
-        enough behind for recovery to stop the Ray job) and its log path.
+        (fixed now, so if the dispatcher dies right after submitting, whoever
+        adopts the job finds its Ray job) and its log path.
         """
         with self._write() as session, session.begin():
             candidate = self._next_candidate(session, capacity)
@@ -413,10 +421,12 @@ class JobQueue:
     def take_over_stalled_jobs(self, dispatcher_id: str, stale_after: float | None = None) -> list[Job]:
         """Adopt running jobs whose dispatcher stopped heartbeating.
 
-        The caller then stops their Ray jobs and calls `requeue_or_fail` (or
-        `finish(..., CANCELLED)` when a cancel was requested). Adopting first
-        makes the recovery itself crash-safe: if the adopter dies too, its own
-        heartbeat goes stale and someone else adopts the jobs again.
+        The adopter then watches them like its own: a Ray job still running
+        simply continues (a dispatcher died, not the job); one that is gone or
+        was killed is lost (`requeue_or_fail`); a requested cancel is carried
+        out. Adopting by a conditional UPDATE means one adopter per job, and
+        keeps recovery crash-safe: if the adopter dies too, its heartbeat goes
+        stale and someone else adopts the jobs again.
         """
         cutoff = utcnow() - timedelta(seconds=stale_after or self.settings.stale_after)
         live = select(Dispatcher.id).where(Dispatcher.heartbeat_at >= cutoff)
@@ -440,7 +450,7 @@ class JobQueue:
                 )
                 if result.rowcount == 1:
                     adopted.append(job)
-            # Dispatchers that stopped heartbeating long ago: forget them.
+            # Forget dead dispatchers (a live but late one re-registers on its next beat).
             session.execute(Dispatcher.__table__.delete().where(Dispatcher.heartbeat_at < cutoff))
         return adopted
 
