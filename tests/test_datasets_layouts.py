@@ -195,6 +195,25 @@ def test_cli_describe_prints_classes_and_counts_per_subset(ucf101):
     assert data["subsets"]["train"]["per_class"]["YoYo"] == 2
 
 
+def test_cli_describe_all_splits_side_by_side(ucf101):
+    lists = ucf101 / "ucfTrainTestlist"
+    # split 3 moves YoYo's g08 video from train to test
+    write(lists / "trainlist03.txt", (lists / "trainlist03.txt").read_text().replace("YoYo/v_YoYo_g08_c01.avi 3\n", ""))
+    write(lists / "testlist03.txt", (lists / "testlist03.txt").read_text() + "YoYo/v_YoYo_g08_c01.avi\n")
+    arguments = ["datasets", "describe", "--root", str(ucf101), "--layout", "ucf101", "--all-splits"]
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{ucf101}  (ucf101, splits 1-3, 3 classes)"
+    assert lines[1].split() == ["#", "class", "train/1", "test/1", "train/2", "test/2", "train/3", "test/3"]
+    assert lines[4].split() == ["2", "YoYo", "2", "2", "2", "2", "1", "3"]
+    data = json.loads(CliRunner().invoke(cli, arguments + ["--json"]).output)
+    assert data["splits"]["3"]["test"]["videos"] == 7 and data["splits"]["1"]["test"]["videos"] == 6
+    generic = CliRunner().invoke(cli, ["datasets", "describe", "--root", str(ucf101), "--layout", "generic",
+                                       "--all-splits"])
+    assert generic.exit_code == 2 and "layout 'generic' has no official splits 1-3" in generic.output
+
+
 def test_cli_describe_reports_bad_input_with_file_and_line_and_exit_status_1(ucf101, tmp_path):
     write(ucf101 / "ucfTrainTestlist" / "testlist01.txt", "ApplyEyeMakeup/v_gone.avi\n")
     result = CliRunner().invoke(cli, ["datasets", "describe", "--root", str(ucf101), "--layout", "ucf101"])

@@ -90,30 +90,44 @@ def datasets() -> None:
 
 @datasets.command("describe")
 @_dataset_options
+@click.option("--all-splits", is_flag=True, help="Counts of official splits 1, 2 and 3 side by side.")
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 @_errors_as_usage
-def describe_command(config_file, root, layout, split, annotations, videos, as_json) -> None:
-    """Print the classes and the number of videos per class in each subset.
+def describe_command(config_file, root, layout, split, annotations, videos, all_splits, as_json) -> None:
+    """Print the classes and the number of videos per class in each subset of a split.
 
     Checks every list file on the way: a video a list names but the disk lacks is an error
     naming the list file and line.
     """
+    from dataclasses import replace
+
     from vidistill.datasets.layouts import describe
 
-    description = describe(_dataset_config(config_file, root, layout, split, annotations, videos))
+    config = _dataset_config(config_file, root, layout, split, annotations, videos)
+    description = describe(config)
+    if all_splits and description["split"] is None:
+        raise click.UsageError(f"layout {config.layout!r} has no official splits 1-3")
+    splits = (1, 2, 3) if all_splits else (description["split"],)
+    per_split = {s: description if s == description["split"] else describe(replace(config, split=s))
+                 for s in splits}
     if as_json:
+        if all_splits:
+            description = {key: description[key] for key in ("root", "layout", "classes")}
+            description["splits"] = {str(s): d["subsets"] for s, d in per_split.items()}
         click.echo(json.dumps(description, indent=2))
         return
-    subsets = list(description["subsets"])
-    split_text = f", split {description['split']}" if description["split"] else ""
+    columns = [(s, subset) for s, d in per_split.items() for subset in d["subsets"]]
+    titles = [f"{subset}/{s}" if all_splits else subset for s, subset in columns]
+    split_text = "" if description["split"] is None else (
+        ", splits 1-3" if all_splits else f", split {description['split']}")
     click.echo(f"{description['root']}  ({description['layout']}{split_text}, "
                f"{len(description['classes'])} classes)")
     width = max([len("class")] + [len(name) for name in description["classes"]])
-    click.echo(f"  {'#':>4}  {'class':<{width}}" + "".join(f"  {s:>10}" for s in subsets))
+    click.echo(f"  {'#':>4}  {'class':<{width}}" + "".join(f"  {title:>10}" for title in titles))
     for index, name in enumerate(description["classes"]):
-        counts = "".join(f"  {description['subsets'][s]['per_class'][name]:>10}" for s in subsets)
+        counts = "".join(f"  {per_split[s]['subsets'][subset]['per_class'][name]:>10}" for s, subset in columns)
         click.echo(f"  {index:>4}  {name:<{width}}{counts}")
-    totals = "".join(f"  {description['subsets'][s]['videos']:>10}" for s in subsets)
+    totals = "".join(f"  {per_split[s]['subsets'][subset]['videos']:>10}" for s, subset in columns)
     click.echo(f"  {'':>4}  {'total':<{width}}{totals}")
 
 
