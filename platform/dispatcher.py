@@ -315,6 +315,7 @@ def ensure_dispatcher(settings: Settings) -> int | None:
             process = subprocess.Popen(
                 [sys.executable, "-m", "vidistill.platform.dispatcher"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=settings.home,  # not the caller's directory, which it would otherwise pin
                 start_new_session=True,  # survives the CLI call that started it
             )
         pid_file.write_text(str(process.pid))

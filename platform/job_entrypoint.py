@@ -58,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     # they can be cleaned up below instead of holding the output pipe open.
     become_subreaper()
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # so `jobs logs --follow` sees output live
-    child = subprocess.Popen(shell_line, shell=True, cwd=args.cwd, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        child = subprocess.Popen(shell_line, shell=True, cwd=args.cwd, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as error:  # e.g. the working directory does not exist on this node
+        log.write(f"=== cannot start the command: {error}\n".encode())
+        return 127
 
     # Ray stops a job by signalling its process group, which includes the
     # child; forwarding covers a signal sent to this process alone.

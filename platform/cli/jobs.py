@@ -479,7 +479,9 @@ def cluster_status(as_json) -> None:
         nodes = ray_cluster.nodes()
         status["ray"]["reachable"] = True
         status["ray"]["nodes"] = [dataclasses.asdict(n) for n in nodes]
-    except (ClusterUnavailable, Exception) as error:  # state API errors too
+    except Exception as error:  # ClusterUnavailable, or the state API failing
+        if not isinstance(error, ClusterUnavailable):
+            error = f"{type(error).__name__}: {error}"
         status["ray"]["error"] = str(error)
     alive = [n for n in status["ray"]["nodes"] if n["alive"]]
     running, queued = queue.usage(JobState.RUNNING), queue.usage(JobState.QUEUED)
