@@ -515,6 +515,13 @@ def _list_generic(config: DatasetConfig, subset: str) -> Listing:
         )
     index = {name: i for i, name in enumerate(classes)}
     if subset == "all":
+        for name in classes:
+            if not (videos / name).is_dir():
+                raise DatasetError(
+                    f"class {name!r} of classes.txt has no folder {videos / name}; add the folder "
+                    "or remove the class",
+                    _annotations(config) / "classes.txt",
+                )
         items = [
             VideoItem(path, _video_id(path, videos), index[path.parent.name], subset)
             for name in classes

@@ -180,7 +180,7 @@ def _load_or_create_manifest(listing: Listing, config: PrepareConfig) -> Manifes
         return config.new_manifest(listing.classes)
     manifest = Manifest.load(config.out)
     wanted = config.new_manifest(listing.classes)
-    settings = ("fps", "width", "height", "flow_method", "flow_bound", "templates", "classes")
+    settings = ("fps", "width", "height", "flow_method", "flow_bound", "jpeg_quality", "templates", "classes")
     differing = [s for s in settings if getattr(manifest, s) != getattr(wanted, s)]
     if differing:
         details = ", ".join(
@@ -191,7 +191,6 @@ def _load_or_create_manifest(listing: Listing, config: PrepareConfig) -> Manifes
             "folder, or rerun with the same settings to resume",
             config.out / "manifest.json",
         )
-    manifest.jpeg_quality = config.jpeg_quality
     return manifest
 
 

@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -28,17 +29,21 @@ import numpy as np
 from vidistill.datasets.errors import DatasetError
 from vidistill.datasets.video import CODECS, write_video
 
-# name -> (dx, dy, rotation) per frame as a function of normalised time t in [0, 1], in units of
-# the travel span (fraction of the frame) and of radians for rotation.
-MOTION_PATTERNS: dict[str, object] = {
-    "move-right": lambda t: (t, 0.0 * t, 0.0 * t),
-    "move-left": lambda t: (-t, 0.0 * t, 0.0 * t),
-    "move-down": lambda t: (0.0 * t, t, 0.0 * t),
-    "move-up": lambda t: (0.0 * t, -t, 0.0 * t),
-    "accelerate-right": lambda t: (t * t, 0.0 * t, 0.0 * t),
-    "oscillate-horizontal": lambda t: (0.5 * np.sin(4 * math.pi * t), 0.0 * t, 0.0 * t),
-    "rotate-clockwise": lambda t: (0.0 * t, 0.0 * t, 2 * math.pi * t),
-    "rotate-anticlockwise": lambda t: (0.0 * t, 0.0 * t, -2 * math.pi * t),
+def _still(t: np.ndarray) -> np.ndarray:
+    return np.zeros_like(t)
+
+
+# name -> t -> (dx, dy, rotation) at normalised times t in [0, 1]: offsets in units of the travel
+# span (a fraction of the frame, drawn per video), rotation in radians.
+MOTION_PATTERNS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+    "move-right": lambda t: (t, _still(t), _still(t)),
+    "move-left": lambda t: (-t, _still(t), _still(t)),
+    "move-down": lambda t: (_still(t), t, _still(t)),
+    "move-up": lambda t: (_still(t), -t, _still(t)),
+    "accelerate-right": lambda t: (t * t, _still(t), _still(t)),
+    "oscillate-horizontal": lambda t: (0.5 * np.sin(4 * math.pi * t), _still(t), _still(t)),
+    "rotate-clockwise": lambda t: (_still(t), _still(t), 2 * math.pi * t),
+    "rotate-anticlockwise": lambda t: (_still(t), _still(t), -2 * math.pi * t),
 }
 
 
@@ -96,7 +101,7 @@ def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator
     background = rng.integers(30, 100, size=3)
     colour = tuple(int(c) for c in rng.integers(150, 256, size=3))
     t = np.linspace(0.0, 1.0, config.frames)
-    dx, dy, angle = (np.asarray(v, dtype=np.float64) for v in MOTION_PATTERNS[pattern](t))
+    dx, dy, angle = MOTION_PATTERNS[pattern](t)
     span = rng.uniform(0.35, 0.55) * np.array([width, height])  # speed varies across videos
     path = np.stack([dx, dy], axis=1) * span
     margin = size * 0.6
@@ -111,9 +116,8 @@ def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator
     ]
     video = np.empty((config.frames, height, width, 3), np.uint8)
     for i in range(config.frames):
-        canvas = np.empty((height, width, 3), np.float32)
-        canvas[:] = background
-        image = canvas.astype(np.uint8)
+        image = np.empty((height, width, 3), np.uint8)
+        image[:] = background
         for x, y, a in distractors:
             _draw(image, (x, y), a, outline, colour)
         _draw(image, start + path[i], start_angle + angle[i], outline, colour)
