@@ -74,7 +74,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Measured by benchmarks/bench_loaders.py on the 2-core CPU machines (training clips/s, same
-# worker count): see that file's docstring for the figures. Rerun it when hardware changes.
+# worker count; figures in its docstring): rawframes DALI/OpenCV x1.03, a tie within the noise
+# of a shared machine, DALI by a hair; raw VP9 DALI/PyAV x0.89. Rerun when hardware changes.
 DEFAULT_CPU_BACKEND = "dali"
 DEFAULT_CPU_VIDEO_BACKEND = "pyav"
 
