@@ -270,3 +270,28 @@ def test_a_damaged_manifest_is_an_error_naming_it_and_its_line(tmp_path):
         Manifest.load(tmp_path)
     with pytest.raises(DatasetError, match=r"nowhere/manifest.json: no manifest; run `vidistill datasets prepare`"):
         Manifest.load(tmp_path / "nowhere")
+
+
+def test_frames_only_preparation_from_a_yaml_config_and_flow_loading_refused(tmp_path, local_ray):
+    from vidistill.datasets.loaders import ClipLoaderConfig, make_clip_loader
+    from vidistill.datasets.rawframes import open_rawframes
+    root = tmp_path / "videos"
+    generic_dataset(root, {"move-left/a.avi": ("move-left", 12, 25.0, (64, 48), "mpeg4")})
+    config_file = tmp_path / "data.yaml"
+    config_file.write_text(f"root: {root}\nlayout: generic\n")
+    out = tmp_path / "frames"
+    result = CliRunner().invoke(cli, ["datasets", "prepare", "--config", str(config_file), "--out", str(out),
+                                      "--flow", "none", "--size", "64x48", "--rgb-template", "frame{:04d}.jpg",
+                                      "--start-index", "0"])
+    assert result.exit_code == 0, result.output
+    record = Manifest.load(out).videos["move-left/a"]
+    assert (record.frames, record.flow_frames, record.flow_method) == (12, 0, None)
+    assert files_of(out / "move-left/a", "frame") == [f"frame{i:04d}.jpg" for i in range(12)]
+    prepared = open_rawframes(out)
+    assert next(iter(make_clip_loader(prepared, ClipLoaderConfig(train=False, clip_length=4))))["rgb"].shape == (
+        5, 3, 4, 48, 64)
+    with pytest.raises(DatasetError, match=r"1 video\(s\) have no flow images .* prepare with a flow method"):
+        make_clip_loader(prepared, ClipLoaderConfig(modality="paired"))
+    bad = CliRunner().invoke(cli, ["datasets", "prepare", "--config", str(config_file), "--out", str(out),
+                                   "--rgb-template", "frame.jpg"])
+    assert bad.exit_code == 1 and "frame name template rgb='frame.jpg' has no index field" in bad.output
