@@ -3,7 +3,7 @@ import pytest
 
 from vidistill.trainers.config import ConfigError, TrainConfig, load_config
 
-REQUIRED = ["data.prepared=/data/ucf101-frames", "distill.teacher=models:/ucf101-teacher-flow/1"]
+REQUIRED = ["data.prepared=/data/ucf101-frames", "data.root=/data/ucf101", "distill.teacher=models:/ucf101-teacher-flow/1"]
 
 
 def test_defaults_are_the_papers():
@@ -16,8 +16,8 @@ def test_defaults_are_the_papers():
 
 
 @pytest.mark.parametrize("suffix,text", [
-    (".yaml", "role: teacher\ndata:\n  prepared: /data/x\noptim:\n  lr: 0.003\nepochs: 5\n"),
-    (".toml", 'role = "teacher"\nepochs = 5\n[data]\nprepared = "/data/x"\n[optim]\nlr = 0.003\n'),
+    (".yaml", "role: teacher\ndata:\n  prepared: /data/x\n  root: /data/src\noptim:\n  lr: 0.003\nepochs: 5\n"),
+    (".toml", 'role = "teacher"\nepochs = 5\n[data]\nprepared = "/data/x"\nroot = "/data/src"\n[optim]\nlr = 0.003\n'),
 ])
 def test_files_load_and_overrides_win(tmp_path, suffix, text):
     path = tmp_path / f"teacher{suffix}"

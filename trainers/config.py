@@ -28,7 +28,14 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     prepared: str = ""  # folder written by `vidistill datasets prepare` (rawframes + manifest.json)
-    name: str = ""  # data set name used in registered model names; defaults to the folder name
+    # The source data set, for its split lists: which prepared videos train, validate, test.
+    root: str = ""
+    layout: str = "generic"  # ucf101 | hmdb51 | egtea | ssv2 | generic
+    split: int = 1
+    train_subset: str = "train"
+    val_subset: str = "test"  # the validation loss that drives the lr decay; UCF101/HMDB51 have no val split
+    test_subset: str = "test"
+    name: str = ""  # data set name used in registered model names; defaults to the prepared folder's name
     clip_length: int = 24
     crop_size: int = 224
     test_clips_per_video: int = 5
@@ -63,6 +70,9 @@ class DistillConfig:
     feature_weight: float = 50.0
     logit_temperature: float = 4.0
     logit_alpha: float = 0.5
+    # Attention distillation reads the teacher's maps from a cache computed once per video
+    # instead of running the teacher at every step (see trainers/teacher.py); false runs it live.
+    cache_teacher_maps: bool = True
 
 
 @dataclass
@@ -88,6 +98,8 @@ class TrainConfig:
             fail("role", f"must be one of {', '.join(ROLES)}, not {self.role!r}")
         if not self.data.prepared:
             fail("data.prepared", "the prepared data set folder is required (see `vidistill datasets prepare`)")
+        if not self.data.root:
+            fail("data.root", "the source data set folder is required: its split lists say which videos train and test")
         if self.distill.objective not in OBJECTIVES:
             fail("distill.objective", f"must be one of {', '.join(OBJECTIVES)}, not {self.distill.objective!r}")
         if self.role == "distill" and not self.distill.teacher:

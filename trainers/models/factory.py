@@ -59,9 +59,13 @@ def create_model(
 
 
 def create_teacher(name: str = "i3d", *, num_classes: int, attention: str = "prob-atten", **kwargs) -> nn.Module:
-    """A flow network with one attention branch: its map is the motion attention to distil."""
+    """A flow network with one attention branch: its map is the motion attention to distil.
+
+    With attention "none" it is the plain flow I3D of Table 1 (a feature or logit teacher).
+    """
+    heads = TEACHER_HEADS if attention != "none" else None
     return create_model(name, num_classes=num_classes, in_channels=FLOW_CHANNELS, attention=attention,
-                        attention_heads=TEACHER_HEADS, **kwargs)
+                        attention_heads=heads, **kwargs)
 
 
 def create_student(name: str = "i3d", *, num_classes: int, attention: str = "prob-atten", **kwargs) -> nn.Module:

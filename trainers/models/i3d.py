@@ -59,8 +59,11 @@ class Unit3D(nn.Module):
         self.static = _is_symmetric(self.kernel, self.stride)
         padding = tuple(k // 2 for k in self.kernel) if self.static else 0
         self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=padding, bias=False)
-        # eps and momentum of the TensorFlow original (momentum 0.99 there = 0.01 here).
-        self.bn = nn.BatchNorm3d(out_channels, eps=1e-3, momentum=0.01)
+        # eps of the TensorFlow original. Its momentum (decay 0.99, i.e. 0.01 here) leaves the
+        # running statistics near their initial (0, 1) for hundreds of steps, so a short run
+        # from scratch evaluates with statistics that normalise nothing; 0.1 tracks them within
+        # tens of steps. Momentum is not stored in checkpoints, so loading is unaffected.
+        self.bn = nn.BatchNorm3d(out_channels, eps=1e-3, momentum=0.1)
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

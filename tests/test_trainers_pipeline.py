@@ -1,0 +1,169 @@
+"""Teacher -> student -> evaluation on Ray Train with 2 CPU workers, tracked in MLflow (SQLite)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from trainers_fixtures import tiny_dataset, tiny_overrides, trainer_home  # noqa: F401 (fixtures)
+from vidistill.trainers import tracking
+from vidistill.trainers.config import load_config
+from vidistill.trainers.evaluate import evaluate
+from vidistill.trainers.teacher import TeacherMismatchError, state_digest
+from vidistill.trainers.train import TAG_TEACHER_AT_END, TAG_TEACHER_AT_START, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def teacher(trainer_home, tiny_dataset):
+    return train(load_config(overrides=tiny_overrides(tiny_dataset, "role=teacher")))
+
+
+@pytest.fixture(scope="module")
+def student(teacher, tiny_dataset):
+    client = tracking.configure()
+    client.set_registered_model_alias(teacher.registered_name, "champion", teacher.model_version)
+    uri = f"models:/{teacher.registered_name}@champion"
+    return train(load_config(overrides=tiny_overrides(tiny_dataset, "role=distill", f"distill.teacher={uri}")))
+
+
+def test_teacher_trains_on_two_workers_and_is_registered(teacher):
+    client = MlflowClient(tracking.tracking_uri())
+    assert teacher.registered_name == "tiny-teacher-flow" and teacher.model_version == "1"
+    run = client.get_run(teacher.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["role"] == "teacher" and run.data.params["num_workers"] == "2"
+    assert run.data.params["optim.lr"] == "0.01" and run.data.params["model.attention"] == "prob-atten"
+    for metric in ("train_loss", "train_ce", "train_prior_kl", "val_loss", "val_accuracy", "lr"):
+        assert [m.step for m in client.get_metric_history(teacher.run_id, metric)] == [0, 1], metric
+    images = [a.path for a in client.list_artifacts(teacher.run_id, "attention")]
+    assert images == ["attention/epoch_000.png", "attention/epoch_001.png"]
+    version = client.get_model_version("tiny-teacher-flow", "1")
+    assert version.run_id == teacher.run_id
+    assert version.tags["vidistill.dataset_manifest"].startswith("sha256:")
+    assert version.tags["vidistill.code_version"]
+    model = mlflow.pytorch.load_model("models:/tiny-teacher-flow/1")
+    assert model.in_channels == 2 and list(model.head.branches) == ["motion"]
+
+
+def test_student_distils_from_the_teacher_by_registry_uri(student, teacher):
+    client = MlflowClient(tracking.tracking_uri())
+    assert student.registered_name == "tiny-student-rgb"
+    version = client.get_model_version("tiny-student-rgb", student.model_version)
+    # The alias is resolved to the exact version the student learned from.
+    assert version.tags["vidistill.teacher"] == "models:/tiny-teacher-flow/1"
+    assert version.tags["vidistill.objective"] == "attention"
+    for metric in ("train_ce", "train_motion_kl", "train_prior_kl"):
+        history = client.get_metric_history(student.run_id, metric)
+        assert [m.step for m in history] == [0, 1] and all(m.value >= 0 for m in history), metric
+    model = mlflow.pytorch.load_model(student.model_uri)
+    assert model.in_channels == 3 and list(model.head.branches) == ["motion", "appearance"]
+
+
+def test_the_teacher_stays_bit_identical_through_distillation(student, teacher):
+    run = MlflowClient(tracking.tracking_uri()).get_run(student.run_id)
+    registered = state_digest(mlflow.pytorch.load_model("models:/tiny-teacher-flow/1"))
+    # Digests taken inside the rank-0 worker when it loaded the teacher and after the last epoch.
+    assert run.data.tags[TAG_TEACHER_AT_START] == registered
+    assert run.data.tags[TAG_TEACHER_AT_END] == registered
+
+
+def test_evaluation_writes_video_level_metrics_and_the_fusion(student, teacher, tiny_dataset):
+    config = load_config(overrides=tiny_overrides(tiny_dataset, "role=teacher"))
+    results = evaluate([student.model_uri, teacher.model_uri], config.data, run_name="tiny evaluation")
+    assert list(results) == [student.model_uri, teacher.model_uri, f"{student.model_uri} + {teacher.model_uri}"]
+    for metrics in results.values():
+        assert metrics.videos == 8  # 2 test videos per class, scores aggregated over 2 clips each
+        assert sum(map(sum, metrics.confusion)) == 8
+        assert 0.0 <= metrics.top1 <= metrics.top5 == 1.0  # 4 classes: top-5 holds every class
+        assert metrics.clips_per_second > 0
+    client = MlflowClient(tracking.tracking_uri())
+    run = client.search_runs([tracking.experiment_id(client, "vidistill")], "tags.`vidistill.role` = 'evaluate'")[0]
+    assert run.info.run_name == "tiny evaluation"
+    assert {"model_0_top1", "model_1_top1", "fusion_top1", "model_0_mean_class_accuracy"} <= set(run.data.metrics)
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["evaluation.json"]
+
+
+def test_a_missing_teacher_is_refused_before_training(trainer_home, tiny_dataset):
+    config = load_config(overrides=tiny_overrides(tiny_dataset, "role=distill", "distill.teacher=models:/nobody/7"))
+    with pytest.raises(TeacherMismatchError, match="teacher models:/nobody/7 is not in the model registry"):
+        train(config)
+
+
+def test_a_teacher_without_an_attention_map_is_refused_before_training(trainer_home, tiny_dataset, teacher):
+    plain = train(load_config(overrides=tiny_overrides(tiny_dataset, "role=teacher", "model.attention=none",
+                                                       "epochs=1", "register=true", "data.name=plain")))
+    config = load_config(overrides=tiny_overrides(tiny_dataset, "role=distill",
+                                                  f"distill.teacher={plain.model_uri}"))
+    started = time.monotonic()
+    with pytest.raises(TeacherMismatchError, match="has 0 attention maps; attention distillation needs"):
+        train(config)
+    assert time.monotonic() - started < 10  # refused by the driver, no worker started
+
+
+RESUMABLE = textwrap.dedent("""
+    import sys
+    from vidistill.trainers import tracking
+    from vidistill.trainers.config import load_config
+    from vidistill.trainers.train import train
+    config = load_config(overrides=sys.argv[2:])
+    run_id = sys.argv[1] if sys.argv[1] != "new" else tracking.create_run(config)
+    print("RUN", run_id, flush=True)
+    result = train(config, run_id=run_id)
+    print("DONE", result.model_uri, flush=True)
+""")
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_in_the_same_mlflow_run(trainer_home, tiny_dataset, tmp_path):
+    script = tmp_path / "resumable.py"
+    script.write_text(RESUMABLE)
+    overrides = tiny_overrides(tiny_dataset, "role=rgb", "epochs=6", "data.name=resume")
+    env = {**os.environ, "VIDISTILL_HOME": str(trainer_home), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "first-attempt.log"
+    with open(log, "w") as output:  # a file, not a pipe: nobody has to keep reading it
+        first = subprocess.Popen([sys.executable, str(script), "new", *overrides], stdout=output,
+                                 stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "RUN " not in log.read_text() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    run_id = log.read_text().split("RUN ", 1)[1].split()[0] if "RUN " in log.read_text() else None
+    assert run_id, "the first attempt never started:\n" + log.read_text()[-3000:]
+    snapshot = trainer_home / "ray_results" / run_id / "checkpoint_manager_snapshot.json"
+
+    def committed_epochs():  # the checkpoints Ray Train has recorded as complete
+        try:
+            return [r["metrics"]["epoch"] for r in json.loads(snapshot.read_text())["checkpoint_results"]]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    deadline = time.monotonic() + 60
+    while not committed_epochs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(30)
+    last_committed = max(committed_epochs())
+    client = MlflowClient(tracking.tracking_uri())
+    logged_before = {m.step for m in client.get_metric_history(run_id, "val_loss")}
+    assert client.get_run(run_id).info.status == "RUNNING"  # killed: nobody closed it
+
+    second = subprocess.run([sys.executable, str(script), run_id, *overrides], capture_output=True, text=True,
+                            env=env, timeout=400)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    resumed_at = int(second.stdout.split("resuming " + run_id + " at epoch ")[1].split("/")[0]) - 1
+    assert resumed_at == last_committed + 1  # straight after the last complete checkpoint
+    assert "DONE models:/resume-rgb-prob-atten/1" in second.stdout
+    steps = [m.step for m in client.get_metric_history(run_id, "val_loss")]
+    assert set(steps) == set(range(6)) and logged_before <= set(steps)
+    # Only epochs that ran after that checkpoint, and were redone, can be logged twice.
+    repeated = {step for step in steps if steps.count(step) > 1}
+    assert all(step > last_committed for step in repeated)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert client.get_model_version("resume-rgb-prob-atten", "1").run_id == run_id

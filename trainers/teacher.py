@@ -1,0 +1,214 @@
+"""The frozen teacher of a distillation run: loading it from the registry, checking it fits the
+student before any training starts, and caching its motion maps once instead of every step.
+
+Caching (ARCHITECTURE.md, "Teacher cost during distillation"): the teacher is frozen, so
+its map depends only on the flow it sees. We run it once per video over the whole video at
+full frame (I3D is fully convolutional, so one pass gives the map of every instant on the
+phi grid) and keep the map's logits. A training clip's teacher map is then that array
+sampled at the clip's window: frames `start .. start + T` and the crop box, mirrored when the
+clip is flipped, and re-normalised over the window. This equals the map the teacher would
+compute on the cropped clip up to the borders of its receptive field; it saves a flow
+forward pass per step, which is what brings distillation close to plain RGB training cost.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from vidistill.datasets.rawframes import PreparedSet
+
+from vidistill.trainers.models.attention import spatial_log_softmax
+
+
+class TeacherMismatchError(ValueError):
+    """A teacher that cannot teach this student; raised before training starts."""
+
+
+def load_teacher(uri: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Load a registered flow teacher, frozen and in eval mode."""
+    import mlflow
+
+    from vidistill.trainers import tracking
+
+    tracking.configure()
+    try:
+        tracking.resolve_model_version(uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise TeacherMismatchError(
+            f"teacher {uri} is not in the model registry at {tracking.tracking_uri()}: train one first "
+            "(role teacher) or pass an existing models:/NAME/VERSION"
+        ) from exc
+    model = mlflow.pytorch.load_model(uri, map_location=torch.device(device))
+    return model.eval().requires_grad_(False)
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer, to show a frozen teacher stayed bit-identical."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_teacher_fits(teacher: torch.nn.Module, student: torch.nn.Module, clip_shape: tuple[int, int, int],
+                       objective: str, uri: str = "the teacher") -> None:
+    """Refuse, with the reason, a teacher that cannot supply what the objective reads."""
+    t, h, w = clip_shape
+    if getattr(teacher, "in_channels", 2) != 2:
+        raise TeacherMismatchError(f"{uri} takes {teacher.in_channels}-channel input; a teacher reads 2-channel flow")
+    with torch.device("meta"):
+        flow, rgb = torch.empty(1, 2, t, h, w), torch.empty(1, 3, t, h, w)
+    teacher_out, student_out = _meta_forward(teacher, flow), _meta_forward(student, rgb)
+    if objective == "attention":
+        if len(teacher_out.attention) != 1:
+            raise TeacherMismatchError(
+                f"{uri} has {len(teacher_out.attention)} attention maps; attention distillation needs a teacher "
+                "with exactly one (train it with an attention variant, not 'none')"
+            )
+        teacher_grid = tuple(next(iter(teacher_out.attention.values())).log_probs.shape[1:])
+        student_grid = tuple(student_out.attention["motion"].log_probs.shape[1:])
+        if teacher_grid != student_grid:
+            raise TeacherMismatchError(
+                f"{uri}'s attention grid {teacher_grid} does not match the student's {student_grid} for "
+                f"{t}x{h}x{w} clips: use a teacher with the student's backbone"
+            )
+    elif objective == "feature" and teacher_out.features.shape != student_out.features.shape:
+        raise TeacherMismatchError(
+            f"{uri}'s block-5 features {tuple(teacher_out.features.shape[1:])} differ from the student's "
+            f"{tuple(student_out.features.shape[1:])}: feature distillation needs the same width"
+        )
+    elif objective == "logit" and teacher_out.logits.shape != student_out.logits.shape:
+        raise TeacherMismatchError(
+            f"{uri} predicts {teacher_out.logits.shape[1]} classes, the student {student_out.logits.shape[1]}"
+        )
+
+
+def _meta_forward(model: torch.nn.Module, x: torch.Tensor):
+    """Shapes of a forward pass without computing it (a copy on the meta device)."""
+    meta = copy.deepcopy(model).to("meta").eval()
+    with torch.no_grad():
+        return meta(x)
+
+
+@dataclass(frozen=True)
+class MapGeometry:
+    """How a clip's frames and pixels map onto the phi grid of the teacher."""
+
+    frames_per_cell: float  # temporal stride of phi (4 for I3D)
+    pixels_per_cell: float  # spatial stride of phi (16 for I3D)
+    grid: tuple[int, int, int]  # (T, H, W) of a training clip's map
+
+
+def map_geometry(model: torch.nn.Module, clip_length: int, crop_size: int) -> MapGeometry:
+    with torch.device("meta"):
+        x = torch.empty(1, model.in_channels, clip_length, crop_size, crop_size)
+    out = _meta_forward(model, x)
+    t, h, w = next(iter(out.attention.values())).log_probs.shape[1:]
+    return MapGeometry(clip_length / t, crop_size / h, (t, h, w))
+
+
+class TeacherMapCache:
+    """The teacher's motion-map logits per video, and a clip's map cut from them.
+
+    `video_logits[i]` is (T_cells, H_cells, W_cells) for the whole of video i at full frame.
+    """
+
+    def __init__(self, video_logits: list[np.ndarray], geometry: MapGeometry):
+        self.video_logits = [torch.as_tensor(v, dtype=torch.float32) for v in video_logits]
+        self.geometry = geometry
+
+    @classmethod
+    def for_run(cls, teacher: torch.nn.Module, videos: PreparedSet, config, device, rank: int = 0,
+                world_size: int = 1) -> "TeacherMapCache":
+        """The maps of every training video, computed once and kept on disk.
+
+        The folder is named by the teacher's registry version, the data and the clip
+        geometry, so later runs and tuning trials with the same teacher reuse it. Each rank
+        computes the videos `i % world_size == rank` that are missing, then all read all.
+        """
+        from vidistill.trainers import tracking
+
+        entry = tracking.resolve_model_version(config.distill.teacher)
+        key = hashlib.sha256(json.dumps([entry.name, entry.version, videos.content_hash, config.data.clip_length,
+                                         config.data.crop_size]).encode()).hexdigest()[:16]
+        folder = tracking.vidistill_home() / "teacher_maps" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        geometry = map_geometry(teacher, config.data.clip_length, config.data.crop_size)
+        branch = next(iter(teacher.head.branches.values()))
+        with torch.no_grad():
+            for i in range(rank, len(videos.videos), world_size):
+                path = folder / f"{i:06d}.npy"
+                if path.exists():
+                    continue
+                flow = read_video_flow(videos, i).unsqueeze(0).to(device)
+                phi, _ = teacher.forward_features(flow)
+                logits = branch.generator.proj(phi).squeeze(1)[0].float().cpu().numpy()
+                partial = path.with_suffix(f".{rank}.tmp.npy")
+                np.save(partial, logits)
+                os.replace(partial, path)  # a killed run never leaves half a file under the final name
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        return cls([np.load(folder / f"{i:06d}.npy") for i in range(len(videos.videos))], geometry)
+
+    def clip_log_probs(self, video_index: torch.Tensor, start: torch.Tensor, crop: torch.Tensor,
+                       flip: torch.Tensor) -> torch.Tensor:
+        """The teacher's log p(A) for a batch of clips, as the loader's metadata describes them."""
+        maps = [
+            self._window(int(v), int(s), int(y0), int(x0), bool(f))
+            for v, s, (y0, x0), f in zip(video_index, start, crop, flip)
+        ]
+        return spatial_log_softmax(torch.stack(maps))
+
+    def _window(self, video: int, start: int, y0: int, x0: int, flip: bool) -> torch.Tensor:
+        g = self.geometry
+        logits = self.video_logits[video]  # (T, H, W) cells
+        t, h, w = g.grid
+        # Cell centres of the clip's map, in the video map's cell coordinates.
+        coords = [
+            (start + (torch.arange(t) + 0.5) * g.frames_per_cell) / g.frames_per_cell - 0.5,
+            (y0 + (torch.arange(h) + 0.5) * g.pixels_per_cell) / g.pixels_per_cell - 0.5,
+            (x0 + (torch.arange(w) + 0.5) * g.pixels_per_cell) / g.pixels_per_cell - 0.5,
+        ]
+        window = logits
+        for axis, c in enumerate(coords):
+            window = _linear_sample(window, c, axis)
+        return window.flip(-1) if flip else window
+
+
+def read_video_flow(videos: PreparedSet, index: int) -> torch.Tensor:
+    """All flow images of one prepared video as (2, T, H, W) in [-1, 1] (the loaders' scaling)."""
+    video = videos.videos[index]
+    planes = []
+    for pair in range(video.flow_frames):
+        x_name, y_name = videos.templates.flow_names(pair)
+        pair_planes = [cv2.imread(str(video.directory / name), cv2.IMREAD_GRAYSCALE) for name in (x_name, y_name)]
+        if any(p is None for p in pair_planes):
+            raise FileNotFoundError(f"flow image {video.directory / x_name} (or its y pair) is missing or unreadable; "
+                                    "re-prepare this video")
+        planes.append(np.stack(pair_planes))
+    flow = torch.from_numpy(np.stack(planes, axis=1)).float()  # (2, T, H, W)
+    return flow / 127.5 - 1.0
+
+
+def _linear_sample(x: torch.Tensor, coords: torch.Tensor, axis: int) -> torch.Tensor:
+    """x sampled at fractional positions along one axis (linear, clamped at the edges)."""
+    size = x.shape[axis]
+    coords = coords.clamp(0, size - 1)
+    lo = coords.floor().long().clamp(max=size - 1)
+    hi = (lo + 1).clamp(max=size - 1)
+    frac = (coords - lo).to(x.dtype)
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    frac = frac.reshape(shape)
+    return x.index_select(axis, lo) * (1 - frac) + x.index_select(axis, hi) * frac
+

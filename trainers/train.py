@@ -1,0 +1,321 @@
+"""Training on Ray Train: a flow teacher, an RGB model of Table 1, or a distilled RGB student.
+
+    from vidistill.trainers.config import load_config
+    from vidistill.trainers.train import train
+    result = train(load_config("student.yaml"))        # result.run_id, result.model_uri
+
+`train` (the driver) checks everything that can be checked before a worker starts (config,
+data, the teacher), opens the MLflow run, runs `train_worker` on `num_workers` Ray Train
+workers (gloo on CPUs, NCCL on GPUs) and registers the final model once, with its lineage.
+`train_worker` reads top to bottom: data, model, optimiser, resume, then epochs of steps,
+validation, the learning-rate schedule, a checkpoint, and rank 0's logging.
+
+A run whose process died resumes by calling `train(config, run_id=...)` again: Ray Train
+finds the run's last checkpoint (the run id names it) and the metrics continue in the same
+MLflow run, so at most the epoch in flight is lost.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vidistill.trainers import tracking
+from vidistill.trainers.attention_images import attention_grid, write_png
+from vidistill.trainers.config import TrainConfig, from_dict
+from vidistill.trainers.data import MODALITY, clip_loader, open_splits
+from vidistill.trainers.losses import DISTILLATION_OBJECTIVES, TeacherSignals, attention_distillation_loss, \
+    recognition_loss
+from vidistill.trainers.models import create_model, create_student, create_teacher
+from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, state_digest
+
+CHECKPOINT_FILE = "state.pt"
+# Digests of the teacher's weights and buffers as the workers loaded it and after the last epoch.
+TAG_TEACHER_AT_START = "vidistill.teacher_sha256_at_start"
+TAG_TEACHER_AT_END = "vidistill.teacher_sha256_at_end"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    registered_name: str | None
+    model_version: str | None
+    metrics: dict
+
+    @property
+    def model_uri(self) -> str | None:
+        return f"models:/{self.registered_name}/{self.model_version}" if self.model_version else None
+
+
+def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
+    kwargs = dict(num_classes=num_classes, attention=config.model.attention, dropout=config.model.dropout,
+                  gumbel_temperature=config.model.gumbel_temperature, pretrained=config.model.pretrained or None)
+    if config.role == "teacher":
+        return create_teacher(config.model.name, **kwargs)
+    if config.role == "distill" and config.model.attention != "none":
+        return create_student(config.model.name, **kwargs)
+    return create_model(config.model.name, in_channels=3, **kwargs)
+
+
+def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | None = None) -> TrainResult:
+    """Train as configured; `run_id` continues an earlier, interrupted run."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    config.validate()
+    # Everything that can be wrong is found here, before a worker starts: the data, the model,
+    # the checkpoint to start from, and the teacher.
+    splits = open_splits(config.data)
+    model = build_model(config, len(splits.classes))
+    if config.role == "distill":
+        check_teacher_fits(load_teacher(config.distill.teacher), model,
+                           (config.data.clip_length, config.data.crop_size, config.data.crop_size),
+                           config.distill.objective, config.distill.teacher)
+    del model
+    run_id = run_id or tracking.create_run(config)
+    storage = Path(storage or tracking.vidistill_home() / "ray_results")
+    if not ray.is_initialized():
+        # "local" starts a Ray instance of our own unless RAY_ADDRESS names a cluster; a bare
+        # ray.init() could attach to whichever other local instance happens to run.
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 configure_logging=False)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": config.to_dict(), "run_id": run_id, "tracking_uri": tracking.tracking_uri(),
+                           "home": str(tracking.vidistill_home())},
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if config.use_gpu else {})}),
+        run_config=RunConfig(name=run_id, storage_path=str(storage),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    client = tracking.configure()
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except BaseException:
+        # The run can still be resumed: train(config, run_id) reopens it.
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    if not config.register:
+        client.set_terminated(run_id, status="FINISHED")
+        return TrainResult(run_id, None, None, dict(result.metrics or {}))
+    model = build_model(config, len(splits.classes))
+    with result.checkpoint.as_directory() as folder:
+        model.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")["model"])
+    teacher_version = None
+    if config.role == "distill":
+        teacher_version = tracking.resolve_model_version(config.distill.teacher)
+        teacher_version = f"models:/{teacher_version.name}/{teacher_version.version}"
+    version = tracking.register_model(run_id, model, config, splits.content_hash, teacher_version)
+    client.set_terminated(run_id, status="FINISHED")
+    return TrainResult(run_id, version.name, str(version.version), dict(result.metrics or {}))
+
+
+def train_worker(args: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    from mlflow.tracking import MlflowClient
+
+    # The driver's stores, whatever environment the Ray cluster's processes were started with.
+    os.environ.update(VIDISTILL_HOME=args["home"], MLFLOW_TRACKING_URI=args["tracking_uri"])
+    config: TrainConfig = from_dict(args["config"])
+    run_id = args["run_id"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
+    memory_format = torch.channels_last_3d if on_gpu else torch.contiguous_format  # fast path on GPU
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    client = MlflowClient(args["tracking_uri"]) if rank == 0 else None
+
+    # -- data ----------------------------------------------------------------------------------
+    splits = open_splits(config.data)
+    num_classes = len(splits.classes)
+    per_worker = config.batch_size // world
+    distill = config.role == "distill"
+    cache_maps = distill and config.distill.objective == "attention" and config.distill.cache_teacher_maps
+    live_teacher = distill and not cache_maps
+    modality = "paired" if live_teacher else MODALITY[config.role]
+    input_key = "flow" if config.role == "teacher" else "rgb"
+    loader_device = "gpu" if on_gpu else "cpu"
+    train_loader = clip_loader(splits.train, config.data, modality=modality, train=True, batch_size=per_worker,
+                               seed=config.seed, rank=rank, world_size=world, device=loader_device)
+    val_loader = clip_loader(splits.val, config.data, modality=MODALITY[config.role], train=False,
+                             batch_size=per_worker, seed=config.seed, rank=rank, world_size=world,
+                             device=loader_device, clips_per_video=1)
+
+    # -- model, optimiser, teacher -------------------------------------------------------------
+    model = build_model(config, num_classes).to(device, memory_format=memory_format)
+    model = ray.train.torch.prepare_model(model, move_to_device=False)
+    core = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
+                                weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.optim.lr_decay,
+                                                           patience=config.optim.plateau_patience)
+    teacher = teacher_maps = None
+    if distill:
+        teacher = load_teacher(config.distill.teacher, device).to(memory_format=memory_format)
+        if rank == 0:
+            client.set_tag(run_id, TAG_TEACHER_AT_START, state_digest(teacher))
+        if cache_maps:
+            teacher_maps = TeacherMapCache.for_run(teacher, splits.train, config, device, rank, world)
+            # From here on the teacher is only kept to show, at the end, that it did not change.
+    objective = DISTILLATION_OBJECTIVES[config.distill.objective] if distill else None
+    # Fixed validation clips whose maps are drawn every epoch (rank 0; models with attention).
+    image_batch = None
+    if rank == 0 and config.model.attention != "none":
+        few = dataclasses.replace(splits.val, videos=splits.val.videos[:4])
+        image_batch = next(iter(clip_loader(few, config.data, modality="paired" if input_key == "flow" else "rgb",
+                                            train=False, batch_size=4, seed=config.seed, clips_per_video=1,
+                                            device=loader_device)))
+
+    # -- resume --------------------------------------------------------------------------------
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device)
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"] + 1
+        _say(rank, f"resuming {run_id} at epoch {start_epoch + 1}/{config.epochs}")
+
+    def loss_of(batch, output):
+        labels = batch["label"].to(device)
+        if not distill:
+            return recognition_loss(output, labels)
+        if teacher_maps is not None:
+            signals = TeacherSignals(motion_log_probs=teacher_maps.clip_log_probs(
+                batch["video_index"], batch["start"], batch["crop"], batch["flip"]).to(device))
+            return attention_distillation_loss(output, labels, signals, config.distill.lambda1,
+                                               config.distill.lambda2)
+        with torch.no_grad():
+            signals = TeacherSignals.from_output(teacher(batch["flow"].to(device, memory_format=memory_format)))
+        options = {"attention": dict(lambda1=config.distill.lambda1, lambda2=config.distill.lambda2),
+                   "feature": dict(weight=config.distill.feature_weight, lambda2=config.distill.lambda2),
+                   "logit": dict(temperature=config.distill.logit_temperature, alpha=config.distill.logit_alpha,
+                                 lambda2=config.distill.lambda2)}[config.distill.objective]
+        return objective(output, labels, signals, **options)
+
+    # -- epochs --------------------------------------------------------------------------------
+    steps = len(train_loader)
+    for epoch in range(start_epoch, config.epochs):
+        began = time.perf_counter()
+        model.train()
+        train_loader.set_epoch(epoch)
+        sums, clips = {}, 0
+        for step, batch in enumerate(train_loader):
+            x = batch[input_key].to(device, memory_format=memory_format)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                terms = loss_of(batch, model(x))
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            optimizer.step()
+            for name, value in terms.as_floats().items():
+                sums[name] = sums.get(name, 0.0) + value * len(x)
+            clips += len(x)
+            if rank == 0 and (step + 1 == steps or (step + 1) % max(1, steps // 4) == 0):
+                elapsed = time.perf_counter() - began
+                rate = clips * world / elapsed
+                left = (steps - step - 1 + (config.epochs - epoch - 1) * steps) * elapsed / (step + 1)
+                _say(rank, f"epoch {epoch + 1}/{config.epochs} step {step + 1}/{steps} "
+                           f"loss {sums['loss'] / clips:.4f} {rate:.1f} clips/s ETA {_clock(left)}")
+        train_seconds = time.perf_counter() - began
+        metrics = {f"train_{k}": v for k, v in _mean_over_workers(sums, clips, device).items()}
+        metrics.update(_validate(model, val_loader, input_key, device, memory_format, on_gpu))
+        scheduler.step(metrics["val_loss"])
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], epoch_seconds=train_seconds,
+                       train_clips_per_second=_total(clips, device) / train_seconds)
+
+        if rank == 0:
+            _log_epoch(client, run_id, metrics, epoch)
+            if image_batch is not None:
+                _log_attention_images(client, run_id, core, image_batch, input_key, device, epoch, splits.classes)
+            _say(rank, f"epoch {epoch + 1}/{config.epochs} done: train loss {metrics['train_loss']:.4f} "
+                       f"val loss {metrics['val_loss']:.4f} val acc {metrics['val_accuracy']:.3f} "
+                       f"({train_seconds:.1f} s)")
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch}, Path(folder) / CHECKPOINT_FILE)
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=saved)
+    if teacher is not None and rank == 0:
+        client.set_tag(run_id, TAG_TEACHER_AT_END, state_digest(teacher))
+
+
+def _validate(model, loader, input_key, device, memory_format, on_gpu) -> dict[str, float]:
+    """Clip-level CE and accuracy over this shard, summed over all workers."""
+    model.eval()
+    loss = correct = count = 0.0
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+        for batch in loader:
+            labels = batch["label"].to(device)
+            logits = model(batch[input_key].to(device, memory_format=memory_format)).logits.float()
+            loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            correct += float((logits.argmax(-1) == labels).sum())
+            count += len(labels)
+    totals = _sum_over_workers(torch.tensor([loss, correct, count], dtype=torch.float64), device)
+    loss, correct, count = totals.tolist()
+    return {"val_loss": loss / max(count, 1), "val_accuracy": correct / max(count, 1)}
+
+
+def _sum_over_workers(values: torch.Tensor, device) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        values = values.to(device)
+        dist.all_reduce(values)
+    return values.cpu()
+
+
+def _mean_over_workers(sums: dict[str, float], clips: int, device) -> dict[str, float]:
+    names = sorted(sums)
+    totals = _sum_over_workers(torch.tensor([sums[n] for n in names] + [clips], dtype=torch.float64), device)
+    return {n: float(totals[i] / max(float(totals[-1]), 1)) for i, n in enumerate(names)}
+
+
+def _total(value: float, device) -> float:
+    return float(_sum_over_workers(torch.tensor([value], dtype=torch.float64), device)[0])
+
+
+def _log_epoch(client, run_id: str, metrics: dict, epoch: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()
+                                      if k != "epoch" and math.isfinite(float(v))])
+
+
+def _log_attention_images(client, run_id, model, batch, input_key, device, epoch, classes) -> None:
+    """The maps of the fixed validation clips over their first and last frames (Fig. 2)."""
+    model.eval()
+    with torch.no_grad():
+        output = model(batch[input_key].to(device))
+    maps = {name: m.probs.cpu() for name, m in output.attention.items()}
+    image = attention_grid(batch["rgb"], maps, [classes[i] for i in batch["label"].tolist()])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"epoch_{epoch:03d}.png"
+        write_png(image, path)
+        client.log_artifact(run_id, str(path), artifact_path="attention")
+
+
+def _say(rank: int, message: str) -> None:
+    if rank == 0:
+        print(f"[vidistill] {message}", flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
