@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -127,8 +128,9 @@ def main() -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vd-bench-")))
         port = free_port()
-        head = start_local_head(dashboard_port=port, temp_dir=Path(tempfile.mkdtemp(prefix="vdray-")),
-                                log_file=work / "ray.log", num_cpus=2)
+        ray_dir = Path(tempfile.mkdtemp(prefix="vdray-"))  # short: Ray's socket paths have a length limit
+        stack.callback(shutil.rmtree, ray_dir, True)
+        head = start_local_head(dashboard_port=port, temp_dir=ray_dir, log_file=work / "ray.log", num_cpus=2)
         stack.callback(stop_local_head, head)
         ray_address = f"http://127.0.0.1:{port}"
         wait_for_dashboard(ray_address, head)

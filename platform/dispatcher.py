@@ -75,6 +75,7 @@ class Dispatcher:
         *,
         dispatcher_id: str | None = None,
         max_claims_per_pass: int = 64,
+        stop_event: threading.Event | None = None,
     ):
         self.queue = queue
         self.settings = queue.settings
@@ -83,7 +84,7 @@ class Dispatcher:
         self.max_claims_per_pass = max_claims_per_pass
         self._clusters: dict[str, RayCluster] = {cluster.address: cluster}
         self._unreachable_since: dict[str, float] = {}
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()  # set: finish the pass, then stop
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -288,15 +289,26 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def serve_forever(settings: Settings | None = None) -> None:
-    """What `vidistill dispatcher` runs: serve until SIGTERM or Ctrl-C."""
+def serve_forever(settings: Settings | None = None, *, retry_every: float = 5.0) -> None:
+    """What `vidistill dispatcher` runs: serve until SIGTERM or Ctrl-C.
+
+    A Ray cluster that cannot be reached yet (still starting, restarting) is
+    retried, not fatal: a service started on demand must not die of it.
+    """
     settings = settings or Settings.from_env()
-    queue = JobQueue(settings)
-    cluster = connect_cluster(settings)
-    dispatcher = Dispatcher(queue, cluster)
+    stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: dispatcher.stop())
-    dispatcher.serve()
+        signal.signal(signum, lambda *_: stopping.set())
+    queue = JobQueue(settings)
+    while True:
+        try:
+            cluster = connect_cluster(settings)
+            break
+        except ClusterUnavailable as error:
+            log.warning("%s; retrying in %g s", error, retry_every)
+            if stopping.wait(retry_every):
+                return
+    Dispatcher(queue, cluster, stop_event=stopping).serve()
 
 
 def ensure_dispatcher(settings: Settings) -> int | None:

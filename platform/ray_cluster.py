@@ -169,12 +169,18 @@ def connect_cluster(settings: Settings, *, start: bool = True) -> RayCluster:
         if not dashboard_is_up(address):
             process = start_local_head(
                 dashboard_port=settings.ray_dashboard_port,
-                temp_dir=Path("/tmp") / f"vidistill-ray-{os.getuid()}-{settings.ray_dashboard_port}",
+                temp_dir=local_head_temp_dir(settings),
                 log_file=ray_dir / "head.log",
             )
             (ray_dir / "head.pid").write_text(str(process.pid))
             wait_for_dashboard(address, process)
     return RayCluster(address)
+
+
+def local_head_temp_dir(settings: Settings) -> Path:
+    """Ray's session files for the on-demand head: short (Ray's socket paths have a
+    length limit, so not under $VIDISTILL_HOME) and one per user and port."""
+    return Path("/tmp") / f"vidistill-ray-{os.getuid()}-{settings.ray_dashboard_port}"
 
 
 def dashboard_is_up(address: str) -> bool:
@@ -228,11 +234,23 @@ def start_local_head(
         command.append(f"--num-gpus={num_gpus:g}")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     # Explicit, not Ray's guess from whether ~/.ray/auth_token happens to exist;
-    # clients must use the same mode (`use_local_auth_mode`).
+    # clients must use the same mode (connect_cluster sets it for this process).
     env = dict(os.environ, RAY_AUTH_MODE=auth_mode)
+    if auth_mode == "token":
+        ensure_auth_token(env)
     with open(log_file, "ab") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
+
+
+def ensure_auth_token(env: dict[str, str] | None = None) -> None:
+    """Create Ray's token (~/.ray/auth_token) unless one exists: a head in token
+    mode refuses to start without it (a fresh machine, CI). Ray's own CLI does
+    it, so clients on this machine find the token where Ray looks."""
+    subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
+        env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for_dashboard(address: str, process: subprocess.Popen | None = None, timeout: float = 120.0) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from collections import Counter
 from pathlib import Path
@@ -172,9 +173,10 @@ def test_without_ray_address_a_local_head_is_started_once_and_stopped_on_request
         assert result.output == f"stopped the local Ray head (pid {pid})\n"
         assert not pid_file.exists()
     finally:
-        from vidistill.platform.ray_cluster import stop_started_head
+        from vidistill.platform.ray_cluster import local_head_temp_dir, stop_started_head
 
         stop_started_head(settings)
+        shutil.rmtree(local_head_temp_dir(settings), ignore_errors=True)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -149,8 +149,10 @@ def _kind_command(kind: JobKind) -> click.Command:
 
     help_text = kind.summary
     if kind.argv_field:
-        help_text += (f"\n\nThe {kind.argv_field} may also follow `--`, e.g.\n\n"
-                      f"\b\n  vidistill submit-job {kind.name} --gpus 1 -- python train.py --epochs 3")
+        help_text += (f"\n\nThe {kind.argv_field} may also follow `--`: one argument is taken as a "
+                      "shell line (pipes, `;`, $VARS work), several are quoted word by word. E.g.\n\n"
+                      f"\b\n  vidistill submit-job {kind.name} --gpus 1 -- python train.py --epochs 3"
+                      f"\n  vidistill submit-job {kind.name} -- 'python prep.py | tee prep.txt'")
     return click.Command(
         kind.name,
         params=params,

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    text,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -85,8 +86,18 @@ class Job(Base):
             "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
             name="ck_jobs_state",
         ),
-        # The claim query walks queued jobs in priority-then-age order.
-        Index("ix_jobs_state_priority_created", "state", "priority", "created_at"),
+        # The claim walks queued jobs in exactly this order and stops at the
+        # first admissible one: a partial index in that order keeps a claim
+        # cheap however long the queue is.
+        Index(
+            "ix_jobs_queued_order",
+            text("priority DESC"),
+            "created_at",
+            "id",
+            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text("state = 'queued'"),
+        ),
+        Index("ix_jobs_state", "state"),
         Index("ix_jobs_dispatcher_id", "dispatcher_id"),
     )
 

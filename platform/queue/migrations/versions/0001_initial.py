@@ -44,7 +44,14 @@ def upgrade() -> None:
             name="ck_jobs_state",
         ),
     )
-    op.create_index("ix_jobs_state_priority_created", "jobs", ["state", "priority", "created_at"])
+    op.create_index(
+        "ix_jobs_queued_order",
+        "jobs",
+        [sa.text("priority DESC"), "created_at", "id"],
+        postgresql_where=sa.text("state = 'queued'"),
+        sqlite_where=sa.text("state = 'queued'"),
+    )
+    op.create_index("ix_jobs_state", "jobs", ["state"])
     op.create_index("ix_jobs_dispatcher_id", "jobs", ["dispatcher_id"])
     op.create_table(
         "job_dependencies",
@@ -68,5 +75,6 @@ def downgrade() -> None:
     op.drop_index("ix_job_dependencies_depends_on_id", table_name="job_dependencies")
     op.drop_table("job_dependencies")
     op.drop_index("ix_jobs_dispatcher_id", table_name="jobs")
-    op.drop_index("ix_jobs_state_priority_created", table_name="jobs")
+    op.drop_index("ix_jobs_state", table_name="jobs")
+    op.drop_index("ix_jobs_queued_order", table_name="jobs")
     op.drop_table("jobs")
