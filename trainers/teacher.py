@@ -142,18 +142,14 @@ class TeacherMapCache:
         folder = tracking.vidistill_home() / "teacher_maps" / key
         folder.mkdir(parents=True, exist_ok=True)
         geometry = map_geometry(teacher, config.data.clip_length, config.data.crop_size)
-        branch = next(iter(teacher.head.branches.values()))
-        with torch.no_grad():
-            for i in range(rank, len(videos.videos), world_size):
-                path = folder / f"{i:06d}.npy"
-                if path.exists():
-                    continue
-                flow = read_video_flow(videos, i).unsqueeze(0).to(device)
-                phi, _ = teacher.forward_features(flow)
-                logits = branch.generator.proj(phi).squeeze(1)[0].float().cpu().numpy()
-                partial = path.with_suffix(f".{rank}.tmp.npy")
-                np.save(partial, logits)
-                os.replace(partial, path)  # a killed run never leaves half a file under the final name
+        for i in range(rank, len(videos.videos), world_size):
+            path = folder / f"{i:06d}.npy"
+            if path.exists():
+                continue
+            logits = video_map_logits(teacher, read_video_flow(videos, i).to(device))
+            partial = path.with_suffix(f".{rank}.tmp.npy")
+            np.save(partial, logits.numpy())
+            os.replace(partial, path)  # a killed run never leaves half a file under the final name
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
@@ -183,6 +179,14 @@ class TeacherMapCache:
         for axis, c in enumerate(coords):
             window = _linear_sample(window, c, axis)
         return window.flip(-1) if flip else window
+
+
+def video_map_logits(teacher: torch.nn.Module, flow: torch.Tensor) -> torch.Tensor:
+    """The teacher's map logits (w_a * phi, before the softmax) over a whole (2, T, H, W) flow video."""
+    branch = next(iter(teacher.head.branches.values()))
+    with torch.no_grad():
+        phi, _ = teacher.forward_features(flow.unsqueeze(0))
+        return branch.generator.proj(phi).squeeze(1)[0].float().cpu()
 
 
 def read_video_flow(videos: PreparedSet, index: int) -> torch.Tensor:
