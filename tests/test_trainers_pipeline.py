@@ -167,3 +167,38 @@ def test_a_killed_run_resumes_from_its_checkpoint_in_the_same_mlflow_run(trainer
     assert all(step > last_committed for step in repeated)
     assert client.get_run(run_id).info.status == "FINISHED"
     assert client.get_model_version("resume-rgb-prob-atten", "1").run_id == run_id
+
+
+class CoarseGridTeacher(torch.nn.Module):
+    """A flow teacher whose maps lie on a grid twice as coarse as an I3D student's."""
+
+    in_channels = 2
+
+    def __init__(self):
+        super().__init__()
+        from vidistill.trainers.models import create_teacher
+
+        self.inner = create_teacher("i3d_tiny", num_classes=4)
+        self.head = self.inner.head
+
+    def forward_features(self, x):
+        phi, features = self.inner.forward_features(x)
+        return torch.nn.functional.max_pool3d(phi, (1, 2, 2), ceil_mode=True), features
+
+    def forward(self, x):
+        return self.inner.forward_head(*self.forward_features(x))
+
+
+def test_a_teacher_on_another_attention_grid_is_refused_before_training(trainer_home, tiny_dataset):
+    tracking.configure()
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(CoarseGridTeacher(), name="model", serialization_format="pickle",
+                                        registered_model_name="coarse-teacher-flow", pip_requirements=[])
+    config = load_config(overrides=tiny_overrides(tiny_dataset, "role=distill",
+                                                  "distill.teacher=models:/coarse-teacher-flow/1"))
+    with pytest.raises(TeacherMismatchError) as err:
+        train(config)
+    # 8 x 64 x 64 clips: the student's maps are 2 x 4 x 4, the coarse teacher's 2 x 2 x 2.
+    assert str(err.value) == ("models:/coarse-teacher-flow/1's attention grid (2, 2, 2) does not match the "
+                              "student's (2, 4, 4) for 8x64x64 clips: use a teacher with the student's backbone")
+    assert info.registered_model_version == 1
