@@ -183,3 +183,46 @@ def test_submit_starts_a_dispatcher_and_logs_follow_streams_the_output(env, ray_
         wait_until(lambda: not Path(f"/proc/{pid}").exists() or
                    "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0],
                    timeout=20, message="the dispatcher to stop")
+
+
+def test_ui_points_at_a_tracking_server(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert run("ui").stdout == "MLflow runs on a tracking server; open http://mlflow.example:5000\n"
+
+
+@pytest.mark.slow
+def test_ui_serves_the_local_store(tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+
+    from vidistill.platform.processes import descendants, kill_all
+    from vidistill.platform.ray_cluster import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["VIDISTILL_HOME"] = str(tmp_path / "home")
+    process = subprocess.Popen([sys.executable, "-c", "from vidistill.platform.cli.main import cli; cli()",
+                                "ui", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+
+    def healthy():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            assert process.poll() is None, process.stderr.read()
+            return False
+
+    try:
+        wait_until(healthy, timeout=120, interval=0.5, message="the MLflow UI to answer")
+        assert (tmp_path / "home" / "mlflow.db").exists()  # the store the trainers log to
+    finally:
+        tree = descendants(process.pid)
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass  # uvicorn drains slowly; the UI holds nothing worth waiting for
+        kill_all([process.pid, *tree])
+        process.wait()

@@ -8,6 +8,7 @@ import click
 from vidistill.platform.cli.models import check_models
 from vidistill.platform.cli.datasets import datasets
 from vidistill.platform.cli.jobs import cluster, dispatcher, jobs, submit_job
+from vidistill.platform.cli.ui import ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,3 +34,4 @@ cli.add_command(submit_job)
 cli.add_command(jobs)
 cli.add_command(dispatcher)
 cli.add_command(cluster)
+cli.add_command(ui)
