@@ -44,7 +44,7 @@ def test_migration_from_empty_database_then_rerun_is_a_noop(db_url):
         # Alembic cannot compare expression indexes (priority DESC); checked by name below.
         assert [d for d in diff if d[1].name != "ix_jobs_queued_order"] == []
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("jobs")}
-    assert {"ix_jobs_queued_order", "ix_jobs_state", "ix_jobs_dispatcher_id"} <= indexes
+    assert {"ix_jobs_queued_order", "ix_jobs_running"} <= indexes
 
     with engine.begin() as conn:
         conn.execute(text(

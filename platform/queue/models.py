@@ -97,8 +97,14 @@ class Job(Base):
             postgresql_where=text("state = 'queued'"),
             sqlite_where=text("state = 'queued'"),
         ),
-        Index("ix_jobs_state", "state"),
-        Index("ix_jobs_dispatcher_id", "dispatcher_id"),
+        # Running jobs are few among many finished ones: resource sums, a
+        # dispatcher's own jobs and stalled-job checks read only these.
+        Index(
+            "ix_jobs_running",
+            "dispatcher_id",
+            postgresql_where=text("state = 'running'"),
+            sqlite_where=text("state = 'running'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

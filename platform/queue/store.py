@@ -10,6 +10,7 @@ jobs instead of queueing behind one another.
 """
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import sqlite3
@@ -19,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import exists, func, or_, select, text, update
+from sqlalchemy import bindparam, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from vidistill.platform.kinds import get_kind
@@ -38,6 +39,13 @@ from vidistill.platform.settings import Settings
 NOTIFY_CHANNEL = "vidistill_jobs"
 QUEUED, RUNNING = JobState.QUEUED.value, JobState.RUNNING.value
 SUCCEEDED, FAILED, CANCELLED = JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value
+
+
+def in_state(state: str):
+    """`jobs.state = '<state>'` with the state inlined, not a bound parameter:
+    only a literal lets SQLite (and PostgreSQL's generic plans) use the partial
+    indexes on queued and running jobs (models.Job)."""
+    return Job.state == literal(state, literal_execute=True)
 
 
 class JobNotFound(LookupError):
@@ -299,61 +307,32 @@ class JobQueue:
             logs_dir = logs_dir or self.settings.logs_dir
             # Conditional on still being queued; RETURNING hands back the claimed row.
             return session.scalars(
-                update(Job)
-                .where(Job.id == candidate.id, Job.state == QUEUED)
-                .values(
-                    state=RUNNING,
-                    attempts=attempt,
-                    dispatcher_id=dispatcher_id,
-                    started_at=utcnow(),
-                    ray_address=ray_address,
-                    ray_submission_id=f"vidistill-job{candidate.id}-attempt{attempt}-{os.urandom(3).hex()}",
-                    log_path=str(Path(logs_dir) / f"job-{candidate.id}.log"),
-                    exit_code=None,
-                )
-                .returning(Job),
+                _statements().claim,
+                {
+                    "b_job_id": candidate.id,
+                    "b_attempt": attempt,
+                    "b_dispatcher_id": dispatcher_id,
+                    "b_started_at": utcnow(),
+                    "b_ray_address": ray_address,
+                    "b_submission_id": f"vidistill-job{candidate.id}-attempt{attempt}-{os.urandom(3).hex()}",
+                    "b_log_path": str(Path(logs_dir) / f"job-{candidate.id}.log"),
+                },
                 execution_options={"synchronize_session": False},
             ).first()
 
     def _next_candidate(self, session: Session, capacity: Capacity):
         """(id, attempts, total_cpus, total_gpus) of the next admissible job, or None."""
-        parent = aliased(Job)
-        unmet_dependency = exists().where(
-            job_dependencies.c.job_id == Job.id,
-            job_dependencies.c.depends_on_id == parent.id,
-            parent.state != SUCCEEDED,
-        )
-        query = (
-            select(
-                Job.id,
-                Job.attempts,
-                (Job.num_workers * Job.cpus_per_worker).label("total_cpus"),
-                (Job.num_workers * Job.gpus_per_worker).label("total_gpus"),
-            )
-            .where(
-                Job.state == QUEUED,
-                ~unmet_dependency,
-                Job.num_workers * Job.cpus_per_worker <= capacity.total_cpus + _EPS,
-                Job.num_workers * Job.gpus_per_worker <= capacity.total_gpus + _EPS,
-                Job.cpus_per_worker <= capacity.max_worker_cpus + _EPS,
-                Job.gpus_per_worker <= capacity.max_worker_gpus + _EPS,
-            )
-            .order_by(Job.priority.desc(), Job.created_at, Job.id)
-            .limit(1)
-        )
-        if self.is_postgres:
-            # Rows another dispatcher is claiming right now are skipped, not waited on.
-            query = query.with_for_update(skip_locked=True, of=Job)
-        return session.execute(query).first()
+        statements = _statements()
+        query = statements.candidate_for_update if self.is_postgres else statements.candidate
+        return session.execute(query, {
+            "b_total_cpus": capacity.total_cpus + _EPS,
+            "b_total_gpus": capacity.total_gpus + _EPS,
+            "b_worker_cpus": capacity.max_worker_cpus + _EPS,
+            "b_worker_gpus": capacity.max_worker_gpus + _EPS,
+        }).first()
 
     def _usage(self, session: Session, state: str) -> Usage:
-        cpus, gpus, count = session.execute(
-            select(
-                func.coalesce(func.sum(Job.num_workers * Job.cpus_per_worker), 0.0),
-                func.coalesce(func.sum(Job.num_workers * Job.gpus_per_worker), 0.0),
-                func.count(Job.id),
-            ).where(Job.state == state)
-        ).one()
+        cpus, gpus, count = session.execute(_statements().usage, {"b_state": state}).one()
         return Usage(float(cpus), float(gpus), int(count))
 
     def usage(self, state: JobState | str = JobState.RUNNING) -> Usage:
@@ -366,7 +345,7 @@ class JobQueue:
     def jobs_of(self, dispatcher_id: str) -> list[Job]:
         with self._read() as session:
             return list(session.scalars(
-                select(Job).where(Job.state == RUNNING, Job.dispatcher_id == dispatcher_id).order_by(Job.id)
+                select(Job).where(in_state(RUNNING), Job.dispatcher_id == dispatcher_id).order_by(Job.id)
             ))
 
     def finish(
@@ -433,7 +412,7 @@ class JobQueue:
         with self._write() as session, session.begin():
             stalled = session.scalars(
                 select(Job).where(
-                    Job.state == RUNNING,
+                    in_state(RUNNING),
                     or_(Job.dispatcher_id.is_(None), Job.dispatcher_id.not_in(live)),
                     or_(Job.dispatcher_id.is_(None), Job.dispatcher_id != dispatcher_id),
                 )
@@ -464,7 +443,7 @@ class JobQueue:
                     select(Job.id, parent.id, parent.state)
                     .join(job_dependencies, job_dependencies.c.job_id == Job.id)
                     .join(parent, parent.id == job_dependencies.c.depends_on_id)
-                    .where(Job.state == QUEUED, parent.state.in_([FAILED, CANCELLED]))
+                    .where(in_state(QUEUED), parent.state.in_([FAILED, CANCELLED]))
                     .order_by(Job.id, parent.id)
                 ).all()
                 if not rows:
@@ -563,6 +542,68 @@ class ActivityWaiter:
                 self._conn.close()
             finally:
                 self._conn = None
+
+
+@dataclass(frozen=True)
+class _Statements:
+    candidate: Any
+    candidate_for_update: Any
+    claim: Any
+    usage: Any
+
+
+@functools.cache
+def _statements() -> _Statements:
+    """The claim path's statements, built once: constructing SQLAlchemy
+    expressions costs more Python time per claim than the database work."""
+    parent = aliased(Job)
+    unmet_dependency = exists().where(
+        job_dependencies.c.job_id == Job.id,
+        job_dependencies.c.depends_on_id == parent.id,
+        parent.state != SUCCEEDED,
+    )
+    total_cpus = Job.num_workers * Job.cpus_per_worker
+    total_gpus = Job.num_workers * Job.gpus_per_worker
+    candidate = (
+        select(Job.id, Job.attempts, total_cpus.label("total_cpus"), total_gpus.label("total_gpus"))
+        .where(
+            in_state(QUEUED),
+            ~unmet_dependency,
+            total_cpus <= bindparam("b_total_cpus"),  # could ever fit the cluster...
+            total_gpus <= bindparam("b_total_gpus"),
+            Job.cpus_per_worker <= bindparam("b_worker_cpus"),  # ...and each worker one node
+            Job.gpus_per_worker <= bindparam("b_worker_gpus"),
+        )
+        .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        .limit(1)
+    )
+    claim = (
+        update(Job)
+        .where(Job.id == bindparam("b_job_id"), in_state(QUEUED))
+        .values(
+            state=RUNNING,
+            attempts=bindparam("b_attempt"),
+            dispatcher_id=bindparam("b_dispatcher_id"),
+            started_at=bindparam("b_started_at"),
+            ray_address=bindparam("b_ray_address"),
+            ray_submission_id=bindparam("b_submission_id"),
+            log_path=bindparam("b_log_path"),
+            exit_code=None,
+        )
+        .returning(Job)
+    )
+    usage = select(
+        func.coalesce(func.sum(total_cpus), 0.0),
+        func.coalesce(func.sum(total_gpus), 0.0),
+        func.count(Job.id),
+    ).where(Job.state == bindparam("b_state", literal_execute=True))
+    return _Statements(
+        candidate=candidate,
+        # PostgreSQL: rows another dispatcher is claiming right now are skipped, not waited on.
+        candidate_for_update=candidate.with_for_update(skip_locked=True, of=Job),
+        claim=claim,
+        usage=usage,
+    )
 
 
 def default_owner() -> str:

@@ -51,8 +51,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 'queued'"),
         sqlite_where=sa.text("state = 'queued'"),
     )
-    op.create_index("ix_jobs_state", "jobs", ["state"])
-    op.create_index("ix_jobs_dispatcher_id", "jobs", ["dispatcher_id"])
+    op.create_index(
+        "ix_jobs_running",
+        "jobs",
+        ["dispatcher_id"],
+        postgresql_where=sa.text("state = 'running'"),
+        sqlite_where=sa.text("state = 'running'"),
+    )
     op.create_table(
         "job_dependencies",
         sa.Column("job_id", sa.Integer(), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
@@ -74,7 +79,6 @@ def downgrade() -> None:
     op.drop_table("dispatchers")
     op.drop_index("ix_job_dependencies_depends_on_id", table_name="job_dependencies")
     op.drop_table("job_dependencies")
-    op.drop_index("ix_jobs_dispatcher_id", table_name="jobs")
-    op.drop_index("ix_jobs_state", table_name="jobs")
+    op.drop_index("ix_jobs_running", table_name="jobs")
     op.drop_index("ix_jobs_queued_order", table_name="jobs")
     op.drop_table("jobs")
