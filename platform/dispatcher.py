@@ -1,8 +1,11 @@
 """The dispatcher: moves jobs from the queue onto Ray and their outcomes back.
 
-Each pass (every VIDISTILL_POLL_INTERVAL seconds) it
+A heartbeat thread keeps its row fresh, so others know its running jobs are
+looked after. Each pass (every VIDISTILL_POLL_INTERVAL seconds, or at once when
+the queue changes: a submission wakes it through NOTIFY / SQLite's data_version)
+it
 
-1. heartbeats, so others know its running jobs are looked after;
+1. heartbeats too (a pass driven by hand needs no thread);
 2. adopts running jobs of dispatchers that stopped heartbeating (for
    VIDISTILL_STALE_AFTER seconds); from then on they are watched like its own;
 3. fails queued jobs whose dependency failed or was cancelled;

@@ -81,6 +81,8 @@ def test_killed_worker_is_retried_and_gives_up_after_max_attempts(ray_settings, 
               'if [ "$VIDISTILL_JOB_ATTEMPT" = 1 ]; then sleep 120; fi; echo "finished attempt $VIDISTILL_JOB_ATTEMPT"')
     retried = queue.submit("command", {"command": script, "cpus": 0.5}, max_attempts=3).id
     single = queue.submit("command", {"command": script, "cpus": 0.5}, max_attempts=1).id
+    # A program failing by itself is not retried, whatever its attempts.
+    broken = queue.submit("command", {"command": "echo oops; exit 3", "cpus": 0.5}, max_attempts=3).id
     dispatchers.start(1)
 
     for job_id in (retried, single):
@@ -98,6 +100,12 @@ def test_killed_worker_is_retried_and_gives_up_after_max_attempts(ray_settings, 
     job = queue.get(single)
     assert (job.state, job.attempts, job.error_kind) == ("failed", 1, "lost")
     assert job.error == "gave up after 1 of 1 attempts; last one lost: killed by signal 9"
+
+    wait_until(lambda: finished(queue, [broken]), timeout=30, message="the broken job to finish")
+    job = queue.get(broken)
+    assert (job.state, job.attempts, job.exit_code, job.error_kind) == ("failed", 1, 3, "exit")
+    assert job.error == "exited with code 3; see `vidistill jobs logs`"
+    assert "oops" in Path(job.log_path).read_text()
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # dispatchers as on several machines
