@@ -85,6 +85,8 @@ def _coerce(name: str, value: Any, hint):
             except ConfigError as error:
                 errors.append(error.reason)
         raise ConfigError(name, "; ".join(errors))
+    if value is None and hint is not Any:
+        raise ConfigError(name, "must not be null")
     if origin is Literal:
         allowed = get_args(hint)
         if value not in allowed:
