@@ -28,7 +28,7 @@ def run(config: GreetConfig) -> None:
     report_mlflow_run(f"mlflow-run-of-job-{job.job_id}")
 
 
-register(JobKind(
+GREET = register(JobKind(
     name="test-greet",
     summary="Greet someone (test kind run as a Python function).",
     config_class=GreetConfig,

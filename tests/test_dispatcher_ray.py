@@ -190,12 +190,13 @@ def test_without_ray_address_a_local_head_is_started_once_and_stopped_on_request
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_python_kind_runs_as_ray_driver_and_reports_its_mlflow_run(ray_settings, dispatchers, monkeypatch):
     # Declared with `run=` like the ML kinds; its 2 workers x 0.5 CPU are what admission counts.
-    monkeypatch.setenv("VIDISTILL_KIND_MODULES", "platform_test_kinds")
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("VIDISTILL_KIND_MODULES", "platform_test_kinds")  # for the dispatcher and the job
+    import platform_test_kinds
     import vidistill.platform.kinds as kinds
 
-    monkeypatch.setattr(kinds, "_discovered", False)  # pick the test module up in this process too
-    monkeypatch.setattr(kinds, "_registry", dict(kinds._registry))  # and forget it afterwards
+    kinds.all_kinds()  # discover the built-in kinds first, so the copy below holds them
+    monkeypatch.setattr(kinds, "_registry", dict(kinds._registry))  # this process: the kind for this test only
+    kinds.register(platform_test_kinds.GREET)
     queue = JobQueue(ray_settings)
     job_id = queue.submit("test-greet", {"name": "ana", "workers": 2}).id
     assert (queue.get(job_id).total_cpus, queue.get(job_id).num_workers) == (1.0, 2)

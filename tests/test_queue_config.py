@@ -63,6 +63,7 @@ def test_job_resources_refuse_impossible_requests():
 
 
 def test_a_kind_declared_with_run_gets_cli_options_from_its_config(settings, monkeypatch):
+    kinds.all_kinds()  # discover the built-in kinds first, so the copy below holds them
     monkeypatch.setattr(kinds, "_registry", dict(kinds._registry))  # forget the kind afterwards
     register(JobKind(
         name="train-like",
