@@ -229,6 +229,10 @@ class Dispatcher:
             job = self.queue.claim_next_job(self.id, capacity, ray_address=self.cluster.address,
                                             logs_dir=self.settings.logs_dir)
             if job is None:
+                if log.isEnabledFor(logging.DEBUG):
+                    used = self.queue.usage()
+                    log.debug("nothing (more) admissible: cluster %g CPUs / %g GPUs, running jobs hold "
+                              "%g / %g", capacity.total_cpus, capacity.total_gpus, used.cpus, used.gpus)
                 return
             self._start(job)
 

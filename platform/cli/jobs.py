@@ -451,8 +451,9 @@ def dispatcher(poll_interval, stale_after, verbose) -> None:
     """
     from vidistill.platform.dispatcher import serve_forever
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if verbose:  # ours only: Ray's and SQLAlchemy's debug output would drown it
+        logging.getLogger("vidistill").setLevel(logging.DEBUG)
     settings = Settings.from_env()
     changes = {k: v for k, v in (("poll_interval", poll_interval), ("stale_after", stale_after)) if v is not None}
     serve_forever(dataclasses.replace(settings, **changes))
