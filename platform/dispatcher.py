@@ -107,7 +107,7 @@ class Dispatcher:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
-                    self.run_once()
+                    self.run_once(heartbeat=False)  # the thread beats; a write here would wake us again
                 except Exception:  # one bad pass (database restart, Ray hiccup) must not end the service
                     log.exception("dispatcher pass failed; retrying")
                 if not self._stop.is_set():
@@ -136,9 +136,10 @@ class Dispatcher:
             except Exception:
                 log.exception("heartbeat failed; retrying")
 
-    def run_once(self) -> None:
-        """One pass; `serve` repeats it. Heartbeats too, so it can be driven by hand."""
-        self.heartbeat()
+    def run_once(self, heartbeat: bool = True) -> None:
+        """One pass; `serve` repeats it (its heartbeat thread beats instead)."""
+        if heartbeat:
+            self.heartbeat()
         for job in self.queue.take_over_stalled_jobs(self.id):
             log.info("job %d: adopted from stalled dispatcher %s", job.id, job.dispatcher_id)
         for job_id in self.queue.fail_jobs_with_failed_dependencies():
@@ -160,7 +161,7 @@ class Dispatcher:
                 self._lost(job, f"its Ray cluster {cluster.address} has been unreachable for "
                                 f"{self.settings.stale_after:g} s ({error})")
             return
-        self._unreachable_since.pop(cluster.address, None)
+        self._cluster_ok(cluster.address)
         if job.cancel_requested:
             if state is not None and not state.finished:
                 # Not waited for: Ray sends SIGTERM, then SIGKILL after its grace time;
@@ -212,9 +213,14 @@ class Dispatcher:
 
     def _cluster_trouble(self, address: str, error: Exception) -> bool:
         """Note an unreachable cluster; True once it has been so for stale_after seconds."""
+        if address not in self._unreachable_since:  # once per outage, not once per pass
+            log.warning("Ray at %s unreachable: %s", address, error)
         first = self._unreachable_since.setdefault(address, time.monotonic())
-        log.warning("Ray at %s unreachable: %s", address, error)
         return time.monotonic() - first > self.settings.stale_after
+
+    def _cluster_ok(self, address: str) -> None:
+        if self._unreachable_since.pop(address, None) is not None:
+            log.info("Ray at %s reachable again", address)
 
     # -- admitting queued jobs ---------------------------------------------------
 
@@ -224,7 +230,7 @@ class Dispatcher:
         except Exception as error:
             self._cluster_trouble(self.cluster.address, error)
             return
-        self._unreachable_since.pop(self.cluster.address, None)
+        self._cluster_ok(self.cluster.address)
         for _ in range(self.max_claims_per_pass):
             job = self.queue.claim_next_job(self.id, capacity, ray_address=self.cluster.address,
                                             logs_dir=self.settings.logs_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -207,3 +208,24 @@ def test_python_kind_runs_as_ray_driver_and_reports_its_mlflow_run(ray_settings,
     assert job.state == "succeeded", dispatchers.logs() + Path(job.log_path).read_text()
     assert f"hello ana from job {job_id} attempt 1 (test-greet)" in Path(job.log_path).read_text()
     assert job.mlflow_run_id == f"mlflow-run-of-job-{job_id}"
+
+
+def test_an_idle_dispatcher_sleeps_between_passes(ray_settings):
+    # Its own writes (heartbeats) must not wake it into a busy loop.
+    import threading
+
+    from vidistill.platform.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher(JobQueue(ray_settings), RayCluster(ray_settings.ray_address))
+    passes = []
+    original = dispatcher.run_once
+    dispatcher.run_once = lambda **kwargs: (passes.append(1), original(**kwargs))
+    thread = threading.Thread(target=dispatcher.serve)
+    thread.start()
+    try:
+        time.sleep(3)
+    finally:
+        dispatcher.stop()
+        thread.join(timeout=30)
+    # Poll interval 0.2 s here: about 15 passes in 3 s; a busy loop makes hundreds.
+    assert 3 <= len(passes) <= 45, len(passes)
