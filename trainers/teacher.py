@@ -31,6 +31,26 @@ class TeacherMismatchError(ValueError):
     """A teacher that cannot teach this student; raised before training starts."""
 
 
+def pin_teacher(uri: str) -> str:
+    """models:/NAME/VERSION of a teacher given by version or alias; refuses one not registered.
+
+    A run records and uses this exact version, so moving an alias later changes nothing
+    about what the student learned from.
+    """
+    import mlflow
+
+    from vidistill.trainers import tracking
+
+    try:
+        entry = tracking.resolve_model_version(uri)
+    except (mlflow.exceptions.MlflowException, ValueError) as exc:
+        raise TeacherMismatchError(
+            f"teacher {uri} is not in the model registry at {tracking.tracking_uri()}: train one first "
+            "(role teacher) or pass an existing models:/NAME/VERSION"
+        ) from exc
+    return f"models:/{entry.name}/{entry.version}"
+
+
 def load_teacher(uri: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Load a registered flow teacher, frozen and in eval mode."""
     import mlflow
@@ -38,14 +58,7 @@ def load_teacher(uri: str, device: torch.device | str = "cpu") -> torch.nn.Modul
     from vidistill.trainers import tracking
 
     tracking.configure()
-    try:
-        tracking.resolve_model_version(uri)
-    except mlflow.exceptions.MlflowException as exc:
-        raise TeacherMismatchError(
-            f"teacher {uri} is not in the model registry at {tracking.tracking_uri()}: train one first "
-            "(role teacher) or pass an existing models:/NAME/VERSION"
-        ) from exc
-    model = mlflow.pytorch.load_model(uri, map_location=torch.device(device))
+    model = mlflow.pytorch.load_model(pin_teacher(uri), map_location=torch.device(device))
     return model.eval().requires_grad_(False)
 
 

@@ -96,12 +96,15 @@ def create_run(config: TrainConfig, run_name: str | None = None, parent_run_id: 
     """Open the MLflow run a training logs into, with the full config as params; returns its id.
 
     Created before the workers start so a caller (a queue job) can record the id at once and
-    resume the same run after a crash.
+    resume the same run after a crash. A student's teacher is pinned here to its exact
+    registry version; the run's tag keeps it, so a resume uses the same teacher.
     """
     client = configure()
     tags = {TAG_ROLE: config.role, TAG_ATTENTION: config.model.attention, TAG_CODE: code_version()}
     if config.role == "distill":
-        tags.update({TAG_TEACHER: config.distill.teacher, TAG_OBJECTIVE: config.distill.objective})
+        from vidistill.trainers.teacher import pin_teacher
+
+        tags.update({TAG_TEACHER: pin_teacher(config.distill.teacher), TAG_OBJECTIVE: config.distill.objective})
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id(client, config.experiment), run_name=run_name or registered_name(config),
@@ -124,8 +127,8 @@ def resolve_model_version(uri: str):
     return client.get_model_version(name, number)
 
 
-def register_model(run_id: str, model, config: TrainConfig, dataset_hash: str,
-                   teacher_version: str | None = None) -> "mlflow.entities.model_registry.ModelVersion":
+def register_model(run_id: str, model, config: TrainConfig,
+                   dataset_hash: str) -> "mlflow.entities.model_registry.ModelVersion":
     """Log the trained model to its run with mlflow.pytorch and register it with lineage tags."""
     configure()
     with mlflow.start_run(run_id=run_id):
@@ -141,7 +144,7 @@ def register_model(run_id: str, model, config: TrainConfig, dataset_hash: str,
         TAG_ROLE: config.role,
         TAG_ATTENTION: config.model.attention,
         "vidistill.run_id": run_id,
-        **({TAG_TEACHER: teacher_version or config.distill.teacher, TAG_OBJECTIVE: config.distill.objective}
+        **({TAG_TEACHER: config.distill.teacher, TAG_OBJECTIVE: config.distill.objective}
            if config.role == "distill" else {}),
     })
     client.set_registered_model_tag(name, "vidistill.role", config.role)

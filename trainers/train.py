@@ -33,7 +33,7 @@ from vidistill.trainers.data import MODALITY, clip_loader, open_splits
 from vidistill.trainers.losses import DISTILLATION_OBJECTIVES, TeacherSignals, attention_distillation_loss, \
     recognition_loss
 from vidistill.trainers.models import create_model, create_student, create_teacher
-from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, state_digest
+from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, pin_teacher, state_digest
 
 CHECKPOINT_FILE = "state.pt"
 # Digests of the teacher's weights and buffers as the workers loaded it and after the last epoch.
@@ -70,8 +70,13 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
     from ray.train.torch import TorchTrainer
 
     config.validate()
-    # Everything that can be wrong is found here, before a worker starts: the data, the model,
-    # the checkpoint to start from, and the teacher.
+    if config.role == "distill":
+        # The exact teacher version: the one this run started with when it resumes.
+        started_with = tracking.configure().get_run(run_id).data.tags.get(tracking.TAG_TEACHER) if run_id else None
+        teacher = started_with or pin_teacher(config.distill.teacher)
+        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, teacher=teacher))
+    # Everything that can be wrong is found here, before a worker starts: the data, the model
+    # and its pretrained weights, and the teacher.
     splits = open_splits(config.data)
     model = build_model(config, len(splits.classes))
     if config.role == "distill":
@@ -111,11 +116,7 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
     model = build_model(config, len(splits.classes))
     with result.checkpoint.as_directory() as folder:
         model.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")["model"])
-    teacher_version = None
-    if config.role == "distill":
-        teacher_version = tracking.resolve_model_version(config.distill.teacher)
-        teacher_version = f"models:/{teacher_version.name}/{teacher_version.version}"
-    version = tracking.register_model(run_id, model, config, splits.content_hash, teacher_version)
+    version = tracking.register_model(run_id, model, config, splits.content_hash)
     client.set_terminated(run_id, status="FINISHED")
     return TrainResult(run_id, version.name, str(version.version), dict(result.metrics or {}))
 
