@@ -16,18 +16,19 @@
 PostgreSQL is a throwaway local server (tests/platform_fixtures.py's helper,
 durability settings off); SQLite is a file in a temporary folder (WAL).
 
-Measured 2026-11-21 on the 2-core CI machine (no GPU; load average 5-8 from
-other work), defaults (1000 jobs, 3 repeats, 10 latency jobs, poll 1 s):
+Measured 2026-11-21 on the 2-core CI machine (no GPU; load average 7-10 from
+other work, so expect spread), defaults (1000 jobs, 3 repeats, 10 latency jobs,
+poll 1 s); SQLite and PostgreSQL rows from two consecutive runs:
 
     backend     measure                                            value
-    sqlite      submit -> running (median s)                       0.031
-    sqlite      submit -> command executing (median s)             1.819
-    sqlite      claim throughput, 1 dispatcher(s) (median jobs/s)  540
-    sqlite      claim throughput, 4 dispatcher(s) (median jobs/s)  427
-    postgresql  submit -> running (median s)                       0.034
-    postgresql  submit -> command executing (median s)             1.347
-    postgresql  claim throughput, 1 dispatcher(s) (median jobs/s)  314
-    postgresql  claim throughput, 4 dispatcher(s) (median jobs/s)  248
+    sqlite      submit -> running (median s)                       0.030
+    sqlite      submit -> command executing (median s)             0.999
+    sqlite      claim throughput, 1 dispatcher(s) (median jobs/s)  656
+    sqlite      claim throughput, 4 dispatcher(s) (median jobs/s)  534
+    postgresql  submit -> running (median s)                       0.037
+    postgresql  submit -> command executing (median s)             1.277
+    postgresql  claim throughput, 1 dispatcher(s) (median jobs/s)  312
+    postgresql  claim throughput, 4 dispatcher(s) (median jobs/s)  251
 
 Submit -> running is the wake-up on queue activity (NOTIFY / data_version),
 not the poll interval; the ~1.3-1.8 s after it is Ray starting the job
