@@ -31,7 +31,7 @@ poll 1 s); SQLite and PostgreSQL rows from two consecutive runs:
     postgresql  claim throughput, 4 dispatcher(s) (median jobs/s)  251
 
 Submit -> running is the wake-up on queue activity (NOTIFY / data_version),
-not the poll interval; the ~1.3-1.8 s after it is Ray starting the job
+not the poll interval; the ~1-1.3 s after it is Ray starting the job
 (supervisor actor, runtime env, entrypoint). With 2 cores, 4 claiming
 processes contend for CPU, so they claim less per second than one; the
 queue's guarantee under that contention (each job once) is what the tests
