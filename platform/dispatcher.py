@@ -38,7 +38,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vidistill.platform.kinds import ConfigError, UnknownKind, get_kind
+from vidistill.platform.kinds import get_kind
 from vidistill.platform.queue import ErrorKind, Job, JobQueue, JobState
 from vidistill.platform.ray_cluster import ClusterUnavailable, RayCluster, RayJobState, connect_cluster
 from vidistill.platform.settings import Settings
@@ -246,11 +246,27 @@ class Dispatcher:
         try:
             kind = get_kind(job.kind)
             config = kind.parse(job.config)
-        except (UnknownKind, ConfigError) as error:
-            # The code changed since submission (kind removed or config schema changed).
+            entrypoint, env = self._entrypoint(job, kind, config)
+        except Exception as error:
+            # The code changed since submission (kind gone, config schema changed)
+            # or the kind's own hooks failed: retrying would fail the same way.
             self.queue.finish(job.id, self.id, JobState.FAILED, error=f"cannot start: {error}",
                               error_kind=ErrorKind.SUBMIT)
+            log.error("job %d: cannot start: %s", job.id, error)
             return
+        # The driver holds resources only when it is the worker (see kinds docstring).
+        cpus = job.cpus_per_worker if kind.driver_is_worker else 0
+        gpus = job.gpus_per_worker if kind.driver_is_worker else 0
+        try:
+            self.cluster.submit(job.ray_submission_id, entrypoint, num_cpus=cpus, num_gpus=gpus, env=env,
+                                metadata={"vidistill_job_id": str(job.id), "owner": job.owner})
+        except Exception as error:
+            self._lost(job, f"Ray did not accept the job: {error}")
+            return
+        log.info("job %d: attempt %d started as Ray job %s", job.id, job.attempts, job.ray_submission_id)
+
+    def _entrypoint(self, job: Job, kind, config) -> tuple[str, dict[str, str]]:
+        """The Ray job's shell entrypoint (job_entrypoint wrapping the command) and its env."""
         if kind.command is not None:
             command = kind.command(config)
         else:
@@ -275,16 +291,7 @@ class Dispatcher:
         }
         if os.environ.get("VIDISTILL_KIND_MODULES"):
             env["VIDISTILL_KIND_MODULES"] = os.environ["VIDISTILL_KIND_MODULES"]
-        # The driver holds resources only when it is the worker (see kinds docstring).
-        cpus = job.cpus_per_worker if kind.driver_is_worker else 0
-        gpus = job.gpus_per_worker if kind.driver_is_worker else 0
-        try:
-            self.cluster.submit(job.ray_submission_id, entrypoint, num_cpus=cpus, num_gpus=gpus, env=env,
-                                metadata={"vidistill_job_id": str(job.id), "owner": job.owner})
-        except Exception as error:
-            self._lost(job, f"Ray did not accept the job: {error}")
-            return
-        log.info("job %d: attempt %d started as Ray job %s", job.id, job.attempts, job.ray_submission_id)
+        return entrypoint, env
 
 
 def _note(job: Job, text: str) -> None:

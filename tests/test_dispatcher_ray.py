@@ -229,3 +229,27 @@ def test_an_idle_dispatcher_sleeps_between_passes(ray_settings):
         thread.join(timeout=30)
     # Poll interval 0.2 s here: about 15 passes in 3 s; a busy loop makes hundreds.
     assert 3 <= len(passes) <= 45, len(passes)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_job_that_cannot_start_fails_once_with_the_reason(ray_settings, monkeypatch):
+    import platform_test_kinds
+    import vidistill.platform.kinds as kinds
+    from vidistill.platform.dispatcher import Dispatcher
+
+    def refuse(config):
+        raise ValueError(f"no dataset named {config.name!r}")
+
+    kinds.all_kinds()
+    monkeypatch.setattr(kinds, "_registry", dict(kinds._registry))
+    kinds.register(kinds.JobKind(name="cannot-start", summary="Its command hook fails.",
+                                 config_class=platform_test_kinds.GreetConfig, command=refuse,
+                                 resources=lambda c: kinds.JobResources(1, cpus_per_worker=0.1)))
+    queue = JobQueue(ray_settings)
+    job_id = queue.submit("cannot-start", {"name": "ucf"}, max_attempts=3).id
+
+    Dispatcher(queue, RayCluster(ray_settings.ray_address)).run_once()
+
+    job = queue.get(job_id)
+    assert (job.state, job.attempts, job.error_kind) == ("failed", 1, "submit")
+    assert job.error == "cannot start: no dataset named 'ucf'"
