@@ -196,7 +196,12 @@ class RayHead:
                                             log_file=self.temp_dir / "head.log", num_cpus=8, num_gpus=2,
                                             auth_mode=RAY_AUTH_MODE)
         self.address = f"http://127.0.0.1:{port}"
-        wait_for_dashboard(self.address, self.process, timeout=120)
+        try:
+            wait_for_dashboard(self.address, self.process, timeout=180)
+        except Exception as error:
+            log = (self.temp_dir / "head.log").read_text(errors="replace")[-3000:]
+            self.stop()
+            raise RuntimeError(f"the test Ray head did not come up: {error}\n{log}") from error
 
     def ensure_up(self) -> str:
         if not dashboard_is_up(self.address):
