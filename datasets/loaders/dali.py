@@ -23,7 +23,7 @@ import torch
 from vidistill.datasets.errors import DatasetError
 from vidistill.datasets.loaders.augment import GREY_WEIGHTS, batch_metadata
 from vidistill.datasets.loaders.frames import RawframesFiles, RawVideoFiles, read_encoded
-from vidistill.datasets.loaders.plan import ClipLoaderConfig, ClipSpec, batch_specs, plan_epoch
+from vidistill.datasets.loaders.plan import ClipLoaderConfig, ClipSpec, PlannedEpochs
 from vidistill.datasets.rawframes import PreparedSet
 
 # FFmpeg codec names DALI's video decoder accepts, per decoder device (its documentation, and
@@ -74,7 +74,7 @@ class _BatchFeeder:
         return tuple(columns.values())
 
 
-class _DALILoader:
+class _DALILoader(PlannedEpochs):
     """Epochs, explicit clip lists and tensor hand-over, common to both DALI loaders."""
 
     backend = "dali"
@@ -85,22 +85,9 @@ class _DALILoader:
         self.config = config
         self.device_id = device_id
         self.device = "cpu" if device_id is None else f"cuda:{device_id}"
-        self.epoch = 0
         self._feeder = _BatchFeeder(files, self._columns(), self._samples)
         self._pipeline = None
         self._clean = True  # the pipeline holds no batch of an abandoned epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _plan(self) -> list[list[ClipSpec]]:
-        return batch_specs(plan_epoch(self.files.extents(), self.config, self.epoch), self.config)
-
-    def __len__(self) -> int:
-        return len(self._plan())
-
-    def __iter__(self):
-        return self.load(self._plan())
 
     def _crop_shape(self) -> list[int]:
         if self.config.train:

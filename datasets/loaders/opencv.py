@@ -23,8 +23,7 @@ from vidistill.datasets.loaders.plan import (
     ClipLoaderConfig,
     ClipSpec,
     FixedBatchSampler,
-    batch_specs,
-    plan_epoch,
+    PlannedEpochs,
 )
 from vidistill.datasets.rawframes import PreparedSet
 
@@ -63,7 +62,7 @@ class RawframesClips(Dataset):
         return item
 
 
-class OpenCVClipLoader:
+class OpenCVClipLoader(PlannedEpochs):
     """Iterates one epoch of batches; call ``set_epoch`` before each epoch (as with
     DistributedSampler) to draw new clips."""
 
@@ -73,19 +72,6 @@ class OpenCVClipLoader:
     def __init__(self, prepared: PreparedSet, config: ClipLoaderConfig):
         self.files = RawframesFiles(prepared, config)
         self.config = config
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[ClipSpec]]:
-        return batch_specs(plan_epoch(self.files.extents(), self.config, self.epoch), self.config)
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-    def __iter__(self):
-        return self.load(self._batches())
 
     def load(self, batches: list[list[ClipSpec]]):
         """Batches of exactly these clips (e.g. to cache teacher maps for chosen clips)."""

@@ -157,6 +157,33 @@ def batch_specs(specs: list[ClipSpec], config: ClipLoaderConfig) -> list[list[Cl
     return batches
 
 
+class PlannedEpochs:
+    """What every loader does with the plan: epochs, their length, and iteration.
+
+    A loader sets ``files`` (with ``extents()``) and ``config``, and implements
+    ``load(batches)``; call ``set_epoch`` before each epoch, as with DistributedSampler.
+    """
+
+    files: object
+    config: ClipLoaderConfig
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def planned_batches(self) -> list[list[ClipSpec]]:
+        return batch_specs(plan_epoch(self.files.extents(), self.config, self.epoch), self.config)
+
+    def __len__(self) -> int:
+        return len(self.planned_batches())
+
+    def __iter__(self):
+        return self.load(self.planned_batches())
+
+    def load(self, batches: list[list[ClipSpec]]):
+        raise NotImplementedError
+
+
 class FixedBatchSampler:
     """A torch batch sampler over an epoch's specs: consecutive index ranges of the planned
     batch sizes (the plan already fixed order and batches)."""

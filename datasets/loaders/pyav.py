@@ -20,8 +20,7 @@ from vidistill.datasets.loaders.plan import (
     ClipLoaderConfig,
     ClipSpec,
     FixedBatchSampler,
-    batch_specs,
-    plan_epoch,
+    PlannedEpochs,
 )
 from vidistill.datasets.video import read_resampled
 
@@ -52,7 +51,7 @@ class VideoClips(Dataset):
         return {"spec": spec, "rgb": to_channels_first(rgb)}
 
 
-class PyAVClipLoader:
+class PyAVClipLoader(PlannedEpochs):
     """Iterates one epoch of RGB batches from raw videos; call ``set_epoch`` per epoch."""
 
     backend = "pyav"
@@ -61,19 +60,6 @@ class PyAVClipLoader:
     def __init__(self, files: RawVideoFiles):
         self.files = files
         self.config = files.config
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[ClipSpec]]:
-        return batch_specs(plan_epoch(self.files.extents(), self.config, self.epoch), self.config)
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-    def __iter__(self):
-        return self.load(self._batches())
 
     def load(self, batches: list[list[ClipSpec]]):
         """Batches of exactly these clips (e.g. to cache teacher maps for chosen clips)."""
