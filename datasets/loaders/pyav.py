@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, Dataset
 from vidistill.datasets.loaders.augment import collate_clips, crop_flip, rgb_to_unit, to_channels_first
 from vidistill.datasets.loaders.frames import RawVideoFiles
 from vidistill.datasets.loaders.plan import (
-    ClipLoaderConfig,
     ClipSpec,
     FixedBatchSampler,
     PlannedEpochs,
