@@ -149,6 +149,15 @@ def test_a_killed_run_resumes_from_its_checkpoint_in_the_same_mlflow_run(trainer
         time.sleep(0.1)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(30)
+    # Ray processes outside the killed group may record a checkpoint a moment later: read the
+    # committed state once the snapshot has stopped changing.
+    settled, last_seen = time.monotonic() + 30, None
+    while time.monotonic() < settled:
+        seen = snapshot.stat().st_mtime_ns
+        if seen == last_seen:
+            break
+        last_seen = seen
+        time.sleep(2)
     last_committed = max(committed_epochs())
     client = MlflowClient(tracking.tracking_uri())
     logged_before = {m.step for m in client.get_metric_history(run_id, "val_loss")}
