@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--videos-per-class", type=int, default=16, help="4 classes; 3/4 of the videos train")
     parser.add_argument("--use-gpu", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
@@ -43,7 +44,7 @@ def main() -> None:
     from vidistill.trainers.train import train
 
     source, prepared = prepared_synthetic(
-        workdir, dict(classes=4, videos_per_class=8, frames=48, width=160, height=128),
+        workdir, dict(classes=4, videos_per_class=args.videos_per_class, frames=48, width=160, height=128),
         dict(width=160, height=128, flow_method="farneback"))
     common = [f"data.prepared={prepared}", f"data.root={source}", f"data.clip_length={args.frames}",
               f"data.crop_size={args.size}", "data.backend=opencv", "data.loader_workers=2",
