@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from vidistill.datasets.errors import DatasetError
-from vidistill.datasets.layouts import DatasetConfig, describe, list_all_videos, list_videos, subsets
+from vidistill.datasets.layouts import DatasetConfig, list_all_videos, list_videos, subsets
 from vidistill.platform.cli.main import cli
 
 

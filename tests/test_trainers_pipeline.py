@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from trainers_fixtures import tiny_dataset, tiny_overrides, trainer_home  # noqa: F401 (fixtures)
+from trainers_fixtures import tiny_overrides
 from vidistill.trainers import tracking
 from vidistill.trainers.config import load_config
 from vidistill.trainers.evaluate import evaluate
