@@ -8,6 +8,8 @@ import click
 from vidistill.platform.cli.models import check_models
 from vidistill.platform.cli.datasets import datasets
 from vidistill.platform.cli.jobs import cluster, dispatcher, jobs, submit_job
+from vidistill.platform.cli.pipeline import pipeline
+from vidistill.platform.cli.quickstart import quickstart
 from vidistill.platform.cli.ui import ui
 
 
@@ -23,14 +25,17 @@ def cli() -> None:
 
     \b
     Start with:
+      vidistill quickstart            the whole method end to end on synthetic data
       vidistill check-models          build teacher + student, run one step
       vidistill COMMAND --help        what a command does and its options
     """
 
 
+cli.add_command(quickstart)
 cli.add_command(check_models)
 cli.add_command(datasets)
 cli.add_command(submit_job)
+cli.add_command(pipeline)
 cli.add_command(jobs)
 cli.add_command(dispatcher)
 cli.add_command(cluster)

@@ -1,0 +1,81 @@
+"""The `prepare` kind: decode a data set's videos into frames and optical flow.
+
+Runs `vidistill.datasets.prepare.prepare_dataset` inside the Ray job, so its per-video tasks
+spread over the cluster (the videos and the output folder must then lie on storage every node
+mounts at the same path). Resumable: a retried job skips the videos already finished.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vidistill.platform.kinds import JobKind, JobResources, register
+from vidistill.platform.kinds.config import ConfigError
+
+
+@dataclass
+class PrepareJobConfig:
+    root: str = field(metadata={"help": "source data set folder"})
+    out: str = field(metadata={"help": "folder for the rawframes and manifest.json (rerun into it to resume)"})
+    layout: str = field(default="generic", metadata={"help": "ucf101 | hmdb51 | egtea | ssv2 | generic"})
+    split: int = field(default=1, metadata={"help": "official split 1-3 where the data set has them"})
+    subset: str = field(default="all", metadata={"help": "which subset to prepare (train, test...); all = every one"})
+    flow: Literal["tvl1", "farneback", "none"] = field(default="tvl1", metadata={
+        "help": "optical flow: tvl1 (the paper's, ~1 s per 320x256 pair on a CPU core), farneback (fast), none"})
+    bound: float = field(default=20.0, metadata={"help": "flow is clipped to +-bound pixels before quantising"})
+    fps: float = field(default=24.0, metadata={"help": "frame rate every video is resampled to"})
+    width: int = field(default=320, metadata={"help": "frame width"})
+    height: int = field(default=256, metadata={"help": "frame height"})
+    cpus: int = field(default=2, metadata={"help": "CPUs to reserve: videos are decoded this many at a time"})
+
+    def validate(self) -> None:
+        from vidistill.datasets.layouts import layout_names
+
+        if self.layout not in layout_names():
+            raise ConfigError("layout", f"unknown layout {self.layout!r}; known: {', '.join(layout_names())}")
+        if self.split not in (1, 2, 3):
+            raise ConfigError("split", f"must be 1, 2 or 3, got {self.split}")
+        if self.width % 2 or self.height % 2 or min(self.width, self.height) < 16:
+            raise ConfigError("width", f"frame size {self.width}x{self.height} must be even and at least 16")
+        if self.bound <= 0 or self.fps <= 0:
+            raise ConfigError("bound" if self.bound <= 0 else "fps", "must be positive")
+        if self.cpus < 1:
+            raise ConfigError("cpus", f"must be at least 1, got {self.cpus}")
+
+
+def run_prepare(config: PrepareJobConfig) -> None:
+    import ray
+
+    from vidistill.datasets.layouts import DatasetConfig, list_all_videos, list_videos
+    from vidistill.datasets.prepare import PrepareConfig, prepare_dataset
+
+    source = DatasetConfig(root=config.root, layout=config.layout, split=config.split)
+    listing = list_all_videos(source) if config.subset == "all" else list_videos(source, config.subset)
+    # Inside a Ray job RAY_ADDRESS names the cluster: prepare_dataset uses it rather than
+    # starting a Ray of its own.
+    ray.init(address="auto", configure_logging=False)
+
+    def show(progress) -> None:
+        eta = f"{progress.eta_s:.0f} s" if progress.eta_s is not None else "?"
+        print(f"[vidistill] prepared {progress.done}/{progress.total}, {progress.rate:.2f} videos/s, "
+              f"ETA {eta}{f', {progress.failed} failed' if progress.failed else ''}", flush=True)
+
+    result = prepare_dataset(listing, PrepareConfig(
+        out=config.out, fps=config.fps, width=config.width, height=config.height,
+        flow_method=None if config.flow == "none" else config.flow, flow_bound=config.bound), progress=show)
+    print(f"[vidistill] {len(result.prepared)} prepared, {len(result.skipped)} done before, "
+          f"{len(result.failed)} failed; manifest {result.out / 'manifest.json'} ({result.manifest_hash})",
+          flush=True)
+    for failure in result.failed:
+        print(f"[vidistill] skipped {failure.source}: {failure.reason}", flush=True)
+    if not result.prepared and not result.skipped:
+        raise SystemExit(f"no video of {config.root} could be prepared; see the reasons above")
+
+
+PREPARE = register(JobKind(
+    name="prepare",
+    summary="Decode a data set's videos into JPEG frames and optical flow (rawframes + manifest).",
+    config_class=PrepareJobConfig,
+    run=run_prepare,
+    resources=lambda c: JobResources(c.cpus, cpus_per_worker=1.0),
+))
