@@ -280,9 +280,9 @@ class Dispatcher:
         )
         env = {
             **(kind.env(config) if kind.env else {}),
-            # The job reports back (e.g. its MLflow run) to the queue it came from.
-            # Visible in Ray's dashboard, whose users can run code on the cluster anyway.
-            "VIDISTILL_DB_URL": self.settings.db_url,
+            # The job reports back (e.g. its MLflow run) to the queue it came from,
+            # without the queue's password in Ray's job records (see queue_access_env).
+            **queue_access_env(self.settings),
             "VIDISTILL_HOME": str(self.settings.home),
             "VIDISTILL_JOB_ID": str(job.id),
             "VIDISTILL_JOB_ATTEMPT": str(job.attempts),
@@ -292,6 +292,45 @@ class Dispatcher:
         if os.environ.get("VIDISTILL_KIND_MODULES"):
             env["VIDISTILL_KIND_MODULES"] = os.environ["VIDISTILL_KIND_MODULES"]
         return entrypoint, env
+
+
+def queue_access_env(settings: Settings) -> dict[str, str]:
+    """How a job reaches the queue it came from, with no credential in the variables.
+
+    A Ray job's env_vars are part of its record: `ray job info`, the dashboard,
+    the job table in GCS. So a password never goes there:
+
+    - a URL without a password (SQLite, `trust`/peer auth, libpq's PGPASSFILE on
+      the nodes) is passed as it is, in VIDISTILL_DB_URL;
+    - a URL read from VIDISTILL_DB_URL_FILE: that file's *path* is passed (the
+      secret mounted at the same path on every node, as compose/Kubernetes do);
+    - a URL with its password inline in VIDISTILL_DB_URL: the dispatcher writes it
+      once to $VIDISTILL_HOME/secrets/queue-url (mode 0600) and passes that path,
+      which reaches jobs on this machine, or on nodes sharing $VIDISTILL_HOME.
+    """
+    from sqlalchemy.engine import make_url
+
+    if not make_url(settings.db_url).password:
+        return {"VIDISTILL_DB_URL": settings.db_url}
+    path = settings.db_url_file or write_private_file(settings.home / "secrets" / "queue-url", settings.db_url)
+    return {"VIDISTILL_DB_URL": "", "VIDISTILL_DB_URL_FILE": str(path)}
+
+
+def write_private_file(path: Path, content: str) -> Path:
+    """Write `content` to `path` readable by this user only (folder 0700, file 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    try:
+        if path.read_text() == content:
+            return path
+    except OSError:
+        pass
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.replace(temporary, path)  # atomic: a job never reads half a file
+    return path
 
 
 def _note(job: Job, text: str) -> None:

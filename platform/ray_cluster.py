@@ -13,6 +13,15 @@ Local Ray on demand: without RAY_ADDRESS, `connect_cluster` starts a Ray head on
 this machine (once; a file lock stops concurrent dispatchers from racing) that
 outlives the dispatcher, like a service, so jobs survive a dispatcher restart
 and several dispatchers share it. Its files are under $VIDISTILL_HOME/ray.
+
+Authentication: Ray (2.60) clusters may require a token (RAY_AUTH_MODE=token;
+the on-demand head always does). Ray's own clients send it only when this
+process's RAY_AUTH_MODE said "token" at the moment Ray first read its config,
+a per-process switch. `RayCluster` therefore sends the token itself, in the
+Authorization header, and never touches os.environ: from RAY_AUTH_TOKEN or the
+file RAY_AUTH_TOKEN_PATH names (any cluster), or ~/.ray/auth_token, the file
+`ray get-auth-token --generate` writes, for a cluster on this machine only (so
+a local token is never sent to another host).
 """
 from __future__ import annotations
 
@@ -57,13 +66,38 @@ class RayJobState:
         return self.status in ("STOPPED", "SUCCEEDED", "FAILED")
 
 
+def auth_headers(address: str) -> dict[str, str]:
+    """The Authorization header for Ray's HTTP API at `address`, or {} when no token is configured."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not token and path:
+        try:
+            token = Path(path).expanduser().read_text().strip()
+        except OSError as error:
+            raise ClusterUnavailable(f"RAY_AUTH_TOKEN_PATH={path} cannot be read: {error}") from None
+    if not token and _is_loopback(address):
+        try:
+            token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+        except OSError:
+            token = ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _is_loopback(address: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(address if "://" in address else f"http://{address}").hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class RayCluster:
     def __init__(self, address: str):
         from ray.job_submission import JobSubmissionClient
 
         self.address = address
+        self._headers = auth_headers(address)
         try:
-            self._client = JobSubmissionClient(address)
+            self._client = JobSubmissionClient(address, headers=dict(self._headers))
         except Exception as error:  # ConnectionError, or Ray's own wrappers of it
             raise ClusterUnavailable(
                 f"cannot reach the Ray dashboard at {address}: {error}. Start Ray there "
@@ -124,10 +158,12 @@ class RayCluster:
     # -- resources --------------------------------------------------------------
 
     def nodes(self) -> list[NodeInfo]:
-        from ray.util.state import list_nodes
+        from ray.util.state import StateApiClient
+        from ray.util.state.common import ListApiOptions, StateResource
 
+        client = StateApiClient(address=self.address, headers={"Content-Type": "application/json", **self._headers})
         result = []
-        for node in list_nodes(address=self.address, raise_on_missing_output=False):
+        for node in client.list(StateResource.NODES, options=ListApiOptions(), raise_on_missing_output=False):
             total = node.resources_total or {}
             result.append(NodeInfo(
                 node_id=node.node_id,
@@ -152,8 +188,8 @@ def connect_cluster(settings: Settings, *, start: bool = True) -> RayCluster:
     """RAY_ADDRESS if set; else the local head, started now if `start` and none runs."""
     if settings.ray_address:
         return RayCluster(settings.ray_address)
-    # The on-demand head runs with token auth (start_local_head); talk to it so.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # The on-demand head runs with token auth (start_local_head); RayCluster sends
+    # the token itself, so this process's environment stays as it was.
     address = f"http://127.0.0.1:{settings.ray_dashboard_port}"
     if dashboard_is_up(address):
         return RayCluster(address)
@@ -188,7 +224,7 @@ def dashboard_is_up(address: str) -> bool:
     from ray.job_submission import JobSubmissionClient
 
     try:
-        JobSubmissionClient(address)
+        JobSubmissionClient(address, headers=auth_headers(address))
         return True
     except Exception:  # connection refused, or the dashboard still starting
         return False
@@ -208,12 +244,15 @@ def start_local_head(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     auth_mode: str = "token",
+    gcs_port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """`ray start --head --block` in its own session; returns at once.
 
-    Every port but the dashboard's is picked free, so this head never collides
-    with another Ray on the machine (Ray's fixed defaults 6379, 10001, 52365
-    would). Stop it with `stop_local_head(process)`.
+    Every port but the dashboard's (and `gcs_port` when given) is picked free,
+    so this head never collides with another Ray on the machine (Ray's fixed
+    defaults 6379, 10001, 52365 would). `env`: extra variables for the head
+    (its jobs inherit them). Stop it with `stop_local_head(process)`.
     """
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
@@ -221,7 +260,7 @@ def start_local_head(
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         "--node-ip-address=127.0.0.1",
         f"--temp-dir={temp_dir}",
-        f"--port={free_port()}",
+        f"--port={gcs_port or free_port()}",
         f"--ray-client-server-port={free_port()}",
         f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}",
@@ -235,7 +274,10 @@ def start_local_head(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     # Explicit, not Ray's guess from whether ~/.ray/auth_token happens to exist;
     # clients must use the same mode (connect_cluster sets it for this process).
-    env = dict(os.environ, RAY_AUTH_MODE=auth_mode)
+    env = dict(os.environ, **(env or {}), RAY_AUTH_MODE=auth_mode)
+    # Jobs inherit the head's environment: the queue's URL (maybe with its password)
+    # stays out of it; the dispatcher hands each job what it needs (dispatcher._entrypoint).
+    env.pop("VIDISTILL_DB_URL", None)
     if auth_mode == "token":
         ensure_auth_token(env)
     with open(log_file, "ab") as log:

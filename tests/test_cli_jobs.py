@@ -93,9 +93,10 @@ def test_help_teaches_the_kind_options(env):
     assert "command  Run any command line with the requested CPUs and GPUs." in run("submit-job", "--help").stdout
 
 
-def test_jobs_list_table_filters_and_json(env):
+def test_jobs_list_table_filters_and_json(env, monkeypatch):
     run("submit-job", "command", "--gpus", "0.5", "--owner", "ana", "--", "a")
     run("submit-job", "command", "--after", "1", "--owner", "bo", "--", "b")
+    monkeypatch.setenv("LOGNAME", "ana")  # only its owner may cancel job 1
     run("jobs", "cancel", "1")
     lines = run("jobs", "list").stdout.splitlines()
     assert re.split(r"\s{2,}", lines[0]) == ["ID", "KIND", "STATE", "PRI", "TRIES", "GPUS", "CPUS", "SUBMITTED",

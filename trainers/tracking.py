@@ -13,6 +13,7 @@ hash, the code version, and the run's role and attention variant.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -28,6 +29,35 @@ TAG_CODE = "vidistill.code_version"
 TAG_ROLE = "vidistill.role"
 TAG_ATTENTION = "vidistill.attention"
 TAG_OBJECTIVE = "vidistill.objective"
+
+
+# `scheme://user:password@host`: the password part; and credential-like query parameters
+# (`?token=...`, presigned S3 URLs' X-Amz-Signature, ...).
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):(?P<secret>[^/\s@]+)@")
+_SECRET_QUERY = re.compile(
+    r"(?P<head>[?&](?:password|passwd|pwd|token|access_token|secret|api_key|apikey|key|sig|signature"
+    r"|x-amz-signature|x-amz-credential|x-amz-security-token)=)(?P<secret>[^&#\s]+)", re.IGNORECASE)
+REDACTED = "***"
+
+
+def scrub_credentials(value):
+    """`value` with URL passwords and credential query parameters replaced by ***.
+
+    MLflow params and tags are readable by everyone who can read the run (and
+    are shown in the UI), so config values that are URLs (a data path like
+    https://user:pass@host/..., a presigned object-store URL) lose their secrets
+    before they are logged. Non-strings are returned unchanged.
+    """
+    if not isinstance(value, str):
+        return value
+    value = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", value)
+    return _SECRET_QUERY.sub(lambda m: f"{m['head']}{REDACTED}", value)
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict) -> None:
+    """Log params with credentials scrubbed (see scrub_credentials); None as ''."""
+    for key, value in params.items():
+        client.log_param(run_id, key, "" if value is None else scrub_credentials(value))
 
 
 def vidistill_home() -> Path:
@@ -109,8 +139,7 @@ def create_run(config: TrainConfig, run_name: str | None = None, parent_run_id: 
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id(client, config.experiment), run_name=run_name or registered_name(config),
                             tags=tags)
-    for key, value in config.flat().items():
-        client.log_param(run.info.run_id, key, "" if value is None else value)
+    log_params(client, run.info.run_id, config.flat())
     return run.info.run_id
 
 

@@ -22,20 +22,36 @@ import yaml
 
 from vidistill.platform.kinds import ConfigError, JobKind, UnknownKind, all_kinds, get_kind
 from vidistill.platform.kinds.config import config_fields
-from vidistill.platform.queue import InvalidTransition, Job, JobNotFound, JobQueue, JobState
-from vidistill.platform.settings import Settings
+from vidistill.platform.queue import InvalidTransition, Job, JobNotFound, JobQueue, JobState, NotOwner
+from vidistill.platform.queue.store import default_owner
+from vidistill.platform.settings import Settings, redact
 
 STATES = [state.value for state in JobState]
 
 
 def _queue() -> JobQueue:
+    settings = None
     try:
-        return JobQueue(Settings.from_env())
+        settings = Settings.from_env()
+        return JobQueue(settings)
     except Exception as error:  # unreachable PostgreSQL, bad URL, unwritable home
+        message = redact(str(error), *([settings.db_url] if settings else []), os.environ.get("VIDISTILL_DB_URL", ""))
         raise click.ClickException(
-            f"cannot open the job queue: {error}\n"
-            "Check VIDISTILL_DB_URL (or VIDISTILL_HOME for the default SQLite file)."
-        ) from error
+            f"cannot open the job queue: {message}\n"
+            "Check VIDISTILL_DB_URL or VIDISTILL_DB_URL_FILE (or VIDISTILL_HOME for the default SQLite file)."
+        ) from None
+
+
+_FORCE_HELP = ("Act on another owner's job; needs VIDISTILL_ADMIN=1. Without it, only the job's owner "
+               "(your user name: $USER / $LOGNAME, else the OS account) may.")
+
+
+def _acting_user(force: bool) -> tuple[str, bool]:
+    """(who is asking, whether the owner check is overridden)."""
+    if force and not Settings.from_env().admin:
+        raise click.UsageError("--force acts on other owners' jobs and needs the admin setting: "
+                               "VIDISTILL_ADMIN=1")
+    return default_owner(), force
 
 
 def _get(queue: JobQueue, job_id: int) -> Job:
@@ -254,6 +270,9 @@ def jobs() -> None:
       vidistill jobs logs 12 --follow        stream while it runs
       vidistill jobs cancel 12               queued: at once; running: stops its Ray job
       vidistill jobs retry 12                re-queue a failed/cancelled job (and what waited on it)
+
+    Cancel and retry act on your own jobs only (owner = $USER / $LOGNAME,
+    else the OS account); with VIDISTILL_ADMIN=1, --force acts on anyone's.
     """
 
 
@@ -322,18 +341,21 @@ def jobs_show(job_id, as_json) -> None:
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.option("--wait/--no-wait", default=False, help="Wait until running jobs have stopped.")
 @click.option("--timeout", type=float, default=60, show_default=True, help="Seconds --wait waits.")
-def jobs_cancel(job_ids, wait, timeout) -> None:
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
+def jobs_cancel(job_ids, wait, timeout, force) -> None:
     """Cancel jobs: queued ones at once, running ones by stopping their Ray job.
 
     What a running job already logged is kept (`vidistill jobs logs ID`).
-    Jobs waiting on a cancelled job fail with the reason.
+    Jobs waiting on a cancelled job fail with the reason. Only a job's owner
+    may cancel it (an admin may --force).
     """
+    user, force = _acting_user(force)
     queue = _queue()
     pending, failures = [], 0
     for job_id in job_ids:
         try:
-            job = queue.cancel(job_id)
-        except (JobNotFound, InvalidTransition) as error:
+            job = queue.cancel(job_id, user=user, force=force)
+        except (JobNotFound, InvalidTransition, NotOwner) as error:
             click.echo(f"Error: {error}", err=True)
             failures += 1
             continue
@@ -359,15 +381,18 @@ def jobs_cancel(job_ids, wait, timeout) -> None:
 
 @jobs.command("retry")
 @click.argument("job_id", type=int)
-def jobs_retry(job_id) -> None:
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
+def jobs_retry(job_id, force) -> None:
     """Re-queue a failed or cancelled job with a fresh attempt budget.
 
     Jobs that failed only because this one failed are re-queued too, so a
-    pipeline resumes from the step that broke.
+    pipeline resumes from the step that broke. Only a job's owner may retry
+    it (an admin may --force).
     """
+    user, force = _acting_user(force)
     try:
-        requeued = _queue().retry(job_id)
-    except (JobNotFound, InvalidTransition) as error:
+        requeued = _queue().retry(job_id, user=user, force=force)
+    except (JobNotFound, InvalidTransition, NotOwner) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"re-queued job {', '.join(map(str, requeued))}" if len(requeued) == 1
                else f"re-queued jobs {', '.join(map(str, requeued))}")

@@ -35,8 +35,9 @@ def current_job() -> JobContext | None:
 def report_mlflow_run(run_id: str) -> bool:
     """Record `run_id` as the job's MLflow run; False (and nothing done) outside a job.
 
-    The dispatcher hands the job the queue's VIDISTILL_DB_URL, so this writes
-    to the same queue the job came from.
+    The dispatcher tells the job how to reach the queue it came from
+    (VIDISTILL_DB_URL without a password, or VIDISTILL_DB_URL_FILE naming a
+    credentials file; see dispatcher.queue_access_env), so this writes there.
     """
     job = current_job()
     if job is None:

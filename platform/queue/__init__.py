@@ -1,6 +1,6 @@
 """The persistent job queue: models, migrations and the `JobQueue` store."""
 from vidistill.platform.queue.models import Dispatcher, ErrorKind, Job, JobState
-from vidistill.platform.queue.store import Capacity, InvalidTransition, JobNotFound, JobQueue, Usage
+from vidistill.platform.queue.store import Capacity, InvalidTransition, JobNotFound, JobQueue, NotOwner, Usage
 
 __all__ = [
     "Capacity",
@@ -11,5 +11,6 @@ __all__ = [
     "JobNotFound",
     "JobQueue",
     "JobState",
+    "NotOwner",
     "Usage",
 ]

@@ -58,6 +58,17 @@ class InvalidTransition(RuntimeError):
     """The job is not in a state that allows the request (message says why)."""
 
 
+class NotOwner(PermissionError):
+    """`user` asked to change a job of another owner without forcing it."""
+
+    def __init__(self, job_id: int, owner: str, user: str, action: str):
+        self.job_id, self.owner, self.user, self.action = job_id, owner, user, action
+        super().__init__(
+            f"job {job_id} belongs to {owner}, not to you ({user}); only its owner may {action} it. "
+            f"An admin may override: VIDISTILL_ADMIN=1 vidistill jobs {action} --force {job_id}"
+        )
+
+
 @dataclass(frozen=True)
 class Capacity:
     """What the cluster can hold; admission compares jobs with it.
@@ -180,13 +191,15 @@ class JobQueue:
 
     # -- user requests --------------------------------------------------------
 
-    def cancel(self, job_id: int) -> Job:
+    def cancel(self, job_id: int, *, user: str | None = None, force: bool = False) -> Job:
         """Queued: cancelled now. Running: marked; its dispatcher stops the Ray job.
 
-        Raises InvalidTransition for a job that already finished.
+        Raises InvalidTransition for a job that already finished, NotOwner when
+        `user` is given, is not the job's owner and `force` is not set.
         """
         with self._write() as session, session.begin():
             job = self._lock(session, job_id)
+            _check_owner(job, user, force, "cancel")
             if job.state == QUEUED:
                 job.state = CANCELLED
                 job.finished_at = utcnow()
@@ -198,15 +211,17 @@ class JobQueue:
             self._notify(session)
         return self.get(job_id)
 
-    def retry(self, job_id: int) -> list[int]:
+    def retry(self, job_id: int, *, user: str | None = None, force: bool = False) -> list[int]:
         """Re-queue a failed or cancelled job with a fresh attempt budget.
 
         Jobs that failed only because this one failed (transitively) are
         re-queued with it, so retrying the broken step of a pipeline resumes the
-        pipeline. Returns the re-queued ids, `job_id` first.
+        pipeline. Returns the re-queued ids, `job_id` first. With `user`, only
+        the owner may retry (NotOwner otherwise) unless `force`.
         """
         with self._write() as session, session.begin():
             job = self._lock(session, job_id)
+            _check_owner(job, user, force, "retry")
             if job.state not in (FAILED, CANCELLED):
                 raise InvalidTransition(
                     f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried"
@@ -606,6 +621,11 @@ def _statements() -> _Statements:
     )
 
 
+def _check_owner(job: Job, user: str | None, force: bool, action: str) -> None:
+    if user is not None and not force and job.owner != user:
+        raise NotOwner(job.id, job.owner, user, action)
+
+
 def default_owner() -> str:
     try:
         return getpass.getuser()
@@ -613,4 +633,4 @@ def default_owner() -> str:
         return f"uid{os.getuid()}"
 
 
-__all__ = ["ActivityWaiter", "Capacity", "InvalidTransition", "JobNotFound", "JobQueue", "Usage"]
+__all__ = ["ActivityWaiter", "Capacity", "InvalidTransition", "JobNotFound", "JobQueue", "NotOwner", "Usage"]
