@@ -289,6 +289,9 @@ class Dispatcher:
             "VIDISTILL_JOB_KIND": job.kind,
             "VIDISTILL_JOB_CONFIG": json.dumps(job.config),
         }
+        if job.mlflow_run_id:
+            # A retry continues the run (and checkpoints) of the attempt that died.
+            env["VIDISTILL_JOB_MLFLOW_RUN_ID"] = job.mlflow_run_id
         if os.environ.get("VIDISTILL_KIND_MODULES"):
             env["VIDISTILL_KIND_MODULES"] = os.environ["VIDISTILL_KIND_MODULES"]
         return entrypoint, env

@@ -72,10 +72,36 @@ def configure() -> MlflowClient:
     """Point this process's MLflow at the configured store; returns a client on it."""
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _create_sqlite_store_once(Path(uri.removeprefix("sqlite:///")), uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, registry_uri=uri)
+
+
+_CREATED_STORES: set[str] = set()
+
+
+def _create_sqlite_store_once(path: Path, uri: str) -> None:
+    """Create the SQLite store's schema under a file lock.
+
+    MLflow migrates a new database when a store first opens it; two jobs starting at once
+    (a pipeline's teacher and RGB baseline) would run the migrations side by side and one
+    fails ("expected to match one row ... in 'alembic_version'").
+    """
+    import fcntl
+
+    if uri in _CREATED_STORES:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            SqlAlchemyStore(uri, (vidistill_home() / "mlartifacts").as_uri())  # migrates if needed
+            _CREATED_STORES.add(uri)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:

@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -63,8 +64,17 @@ def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     return create_model(config.model.name, in_channels=3, **kwargs)
 
 
-def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | None = None) -> TrainResult:
-    """Train as configured; `run_id` continues an earlier, interrupted run."""
+def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | None = None,
+          on_run: Callable[[str], object] | None = None, *, callbacks: list | None = None,
+          resources_per_worker: dict[str, float] | None = None) -> TrainResult:
+    """Train as configured; `run_id` continues an earlier, interrupted run.
+
+    `on_run(run_id)` is called as soon as the MLflow run exists, before any epoch, so a caller
+    (a queue job) can record it and resume that run if this process dies.
+
+    `callbacks` go to Ray Train's RunConfig (a Tune trial passes its report callback);
+    `resources_per_worker` replaces 1 CPU (+ 1 GPU with use_gpu) per worker, e.g. half a GPU.
+    """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -85,6 +95,8 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
                            config.distill.objective, config.distill.teacher)
     del model
     run_id = run_id or tracking.create_run(config)
+    if on_run is not None:
+        on_run(run_id)
     storage = Path(storage or tracking.vidistill_home() / "ray_results")
     if not ray.is_initialized():
         # "local" starts a Ray instance of our own unless RAY_ADDRESS names a cluster; a bare
@@ -96,10 +108,11 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
         train_loop_config={"config": config.to_dict(), "run_id": run_id, "tracking_uri": tracking.tracking_uri(),
                            "home": str(tracking.vidistill_home())},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if config.use_gpu else {})}),
+                                     resources_per_worker=resources_per_worker or
+                                     {"CPU": 1, **({"GPU": 1} if config.use_gpu else {})}),
         run_config=RunConfig(name=run_id, storage_path=str(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=0)),
+                             failure_config=FailureConfig(max_failures=0), callbacks=callbacks),
     )
     client = tracking.configure()
     try:

@@ -114,7 +114,8 @@ def submit_job() -> None:
 
 def _kind_command(kind: JobKind) -> click.Command:
     params: list[click.Parameter] = []
-    fields = config_fields(kind.config_class)
+    # Fields a kind fills in itself at submission (metadata cli=False) get no option.
+    fields = [(f, hint) for f, hint in config_fields(kind.config_class) if f.metadata.get("cli", True)]
     for field, hint in fields:
         if field.name in _COMMON:
             raise ValueError(f"job kind {kind.name!r}: config field {field.name!r} clashes with a submit-job option")

@@ -32,6 +32,11 @@ def current_job() -> JobContext | None:
     )
 
 
+def previous_mlflow_run() -> str | None:
+    """The MLflow run an earlier attempt of this job recorded, which a retry continues."""
+    return os.environ.get("VIDISTILL_JOB_MLFLOW_RUN_ID") or None
+
+
 def report_mlflow_run(run_id: str) -> bool:
     """Record `run_id` as the job's MLflow run; False (and nothing done) outside a job.
 
