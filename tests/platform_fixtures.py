@@ -337,3 +337,29 @@ def environment(**values):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+# -- the CLI as a user's shell runs it ---------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(settings, monkeypatch):
+    """The CLI reads its settings from the environment, like a user's shell; no background dispatcher."""
+    monkeypatch.setenv("VIDISTILL_HOME", str(settings.home))
+    monkeypatch.setenv("VIDISTILL_DB_URL", settings.db_url)
+    monkeypatch.setenv("VIDISTILL_AUTOSTART_DISPATCHER", "0")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("VIDISTILL_ADMIN", raising=False)
+    return settings
+
+
+def run_cli(*args, ok: bool = True):
+    """`vidistill ARGS...` through click's CliRunner; with ok, its exit status must be 0."""
+    from click.testing import CliRunner
+
+    from vidistill.platform.cli.main import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from platform_fixtures import DispatcherProcesses, wait_until
-from vidistill.platform.cli.main import cli
+from platform_fixtures import DispatcherProcesses, run_cli, wait_until
 from vidistill.platform.dispatcher import queue_access_env
 from vidistill.platform.queue import JobQueue, NotOwner
 from vidistill.platform.queue.db import close_engine
@@ -25,19 +23,15 @@ PASSWORD = "pw-Sx9-never-shown"
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return run_cli(*args, ok=False)
 
 
 # -- owners ---------------------------------------------------------------------------
 
 
 @pytest.fixture
-def as_user(settings, monkeypatch):
+def as_user(cli_env, monkeypatch):
     """The CLI on `settings`, acting as the user a test names (getpass reads LOGNAME first)."""
-    monkeypatch.setenv("VIDISTILL_HOME", str(settings.home))
-    monkeypatch.setenv("VIDISTILL_DB_URL", settings.db_url)
-    monkeypatch.setenv("VIDISTILL_AUTOSTART_DISPATCHER", "0")
-    monkeypatch.delenv("VIDISTILL_ADMIN", raising=False)
 
     def switch(name: str) -> None:
         monkeypatch.setenv("LOGNAME", name)

@@ -8,29 +8,18 @@ import signal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from platform_fixtures import wait_until
-from vidistill.platform.cli.main import cli
+from platform_fixtures import run_cli, wait_until
 from vidistill.platform.queue import JobQueue, JobState
 from vidistill.platform.settings import Settings
 
 
 @pytest.fixture
-def env(settings, monkeypatch):
-    """The CLI reads its settings from the environment, like a user's shell."""
-    monkeypatch.setenv("VIDISTILL_HOME", str(settings.home))
-    monkeypatch.setenv("VIDISTILL_DB_URL", settings.db_url)
-    monkeypatch.setenv("VIDISTILL_AUTOSTART_DISPATCHER", "0")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    return settings
+def env(cli_env):
+    return cli_env
 
 
-def run(*args, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+run = run_cli
 
 
 def test_submit_job_prints_the_id_and_records_the_options(env, tmp_path, monkeypatch):

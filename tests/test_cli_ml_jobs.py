@@ -4,25 +4,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from vidistill.platform.cli.main import cli
+from platform_fixtures import run_cli
 from vidistill.platform.queue import JobQueue
 
 
 @pytest.fixture
-def env(settings, monkeypatch):
-    monkeypatch.setenv("VIDISTILL_HOME", str(settings.home))
-    monkeypatch.setenv("VIDISTILL_DB_URL", settings.db_url)
-    monkeypatch.setenv("VIDISTILL_AUTOSTART_DISPATCHER", "0")
-    return settings
+def env(cli_env):
+    return cli_env
 
 
-def run(*args, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
+run = run_cli
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
