@@ -212,8 +212,9 @@ def driver_pid(job_id: int, attempt: int) -> int | None:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
+        # The Python driver itself, not job_entrypoint, whose command line names it too.
         if (f"VIDISTILL_JOB_ID={job_id}".encode() in environ and f"VIDISTILL_JOB_ATTEMPT={attempt}".encode()
-                in environ and b"vidistill.platform.kinds.driver" in cmdline):
+                in environ and cmdline.split(b"\0")[1:3] == [b"-m", b"vidistill.platform.kinds.driver"]):
             return int(entry.name)
     return None
 

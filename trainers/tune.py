@@ -319,6 +319,8 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
                                                       reduction_factor=reduction_factor, seed=seed))
     if on_run is not None:
         on_run(run_id)
+    # A trial that ends without a result (it failed before its first epoch) fails alone, not the search.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, configure_logging=False)
 
@@ -429,14 +431,38 @@ def _run_trial(params: dict, *, base: dict, parent: str, unit: float, home: str,
         client.set_tag(run_id, TAG_TRIAL, trial_id)
         for key, value in params.items():
             client.set_tag(run_id, f"{TAG_PREFIX}{key}", value * unit if key == LAMBDA2 else value)
+    if _report_if_already_trained(config, Path(storage) / run_id):
+        return
     train(config, run_id=run_id, storage=storage, callbacks=[_report_to_tune()], resources_per_worker=resources)
+
+
+def _report_if_already_trained(config: TrainConfig, folder: Path) -> bool:
+    """A restored trial whose run had committed its last epoch before the process died: nothing is
+    left to train, so tell Tune where the run ended (from Ray Train's checkpoint record)."""
+    import json
+
+    import ray.tune
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+    try:
+        last = json.loads((folder / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"][-1]
+        epoch = int(last["metrics"]["epoch"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False
+    if epoch + 1 < config.epochs or not (folder / last["checkpoint_dir_name"]).is_dir():
+        return False
+    metrics = dict(last["metrics"])
+    metrics.update({TIME_ATTR: epoch + 1, SCORE: _score(metrics.get("val_accuracy"), metrics.get("val_loss")),
+                    CHECKPOINT_PATH_KEY: str(folder / last["checkpoint_dir_name"])})
+    ray.tune.report(metrics)
+    return True
 
 
 def _report_to_tune():
     """Ray Train -> Tune: rank 0's epoch metrics, plus the epochs done and the ranking score."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    class EpochReport(TuneReportCallback):
+    class EpochReport(TuneReportCallback):  # runs in the Train controller, not in the trial
         def after_report(self, run_context, metrics, checkpoint):
             first = dict(metrics[0])
             first[TIME_ATTR] = int(first["epoch"]) + 1
@@ -501,7 +527,9 @@ def _close_trial_runs(client, parent: str, experiment: str, rows: list[TrialRow]
         row.run_id = run.info.run_id
         if row.status == "stopped early":
             client.set_tag(row.run_id, TAG_STOPPED_EARLY, "true")
-        if run.info.status == "RUNNING":  # Tune ended the trial's process (ASHA may stop one at its last epoch)
+            # Its train() may have seen its Train controller go first and marked the run FAILED.
+            client.set_terminated(row.run_id, status="KILLED")
+        elif run.info.status == "RUNNING":  # Tune ended the trial's process (ASHA may stop one at its last epoch)
             client.set_terminated(row.run_id, status={"completed": "FINISHED", "stopped early": "KILLED"}.get(
                 row.status, "FAILED"))
 
