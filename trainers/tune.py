@@ -397,8 +397,7 @@ def _create_tuning_run(client, base: TrainConfig, space: SearchSpace, name: str,
     params.update({f"tune.{k}": v for k, v in options.items()})
     params.update({"tune.trials": trials, "tune.lambda2_unit": unit, "tune.metric": "val_accuracy",
                    **{f"tune.space.{d.key}": d.describe() for d in space.dimensions}})
-    for key, value in params.items():
-        client.log_param(run_id, key, value)
+    tracking.log_params(client, run_id, params)  # scrubs credentials out of URL-valued fields
     with tempfile.TemporaryDirectory() as folder:
         import json
 
