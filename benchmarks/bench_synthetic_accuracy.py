@@ -6,13 +6,34 @@ student (Eq. 8), all with the same data, schedule and epochs; then video-level t
 of each, and the late fusions student + teacher and plain RGB + teacher. Prints mean and
 spread over the seeds as a table and writes the raw numbers as JSON.
 
-    python benchmarks/bench_synthetic_accuracy.py                     # 3 seeds, ~25 min on 2 CPU cores
-    python benchmarks/bench_synthetic_accuracy.py --seeds 0 --epochs 5  # a quick look
+    python benchmarks/bench_synthetic_accuracy.py --seeds 0 1 2 --json results.json  # ~40 min on 2 CPU cores
+    python benchmarks/bench_synthetic_accuracy.py --seeds 0 --epochs 5                # a quick look
 
-The class of a synthetic video is its moving object's motion pattern; every object looks the
-same, so the flow teacher has the easy job and the RGB models must find the motion
-themselves. Flow is prepared with Farneback and a bound of 4 px: at 112 x 96 the objects move
-1-3 px per frame, and the default 20 px bound would quantise that to almost nothing.
+The class of a synthetic video is its moving object's motion pattern (4 classes: move right,
+left, down, up); every object looks the same, so the flow teacher has the easy job and the RGB
+models must find the motion themselves. The set: 24 videos per class (16 train, 8 test), 24
+frames of 128 x 96 prepared at 112 x 96, one moving object and one distractor; i3d_tiny on
+16 x 80 x 80 crops, no horizontal flip, batch 8, SGD lr 0.01 without plateau decay, 30 epochs,
+the last epoch's weights evaluated (no selection on the test videos). Flow is prepared with
+Farneback and a bound of 4 px: the object moves 1.5-2.7 px per frame, and the default 20 px
+bound would quantise that to almost nothing. The data set is the same for every seed; the seed
+draws the initial weights and the clips.
+
+Measured (3 seeds, `--seeds 0 1 2`, 34 min wall clock, niced, on a shared 2-core machine),
+video-level top-1 on the 32 test videos, mean +- std (per seed):
+
+    flow teacher (prob-atten)      1.000 +- 0.000   (1.000 1.000 1.000)
+    RGB I3D (plain)                0.771 +- 0.126   (0.906 0.750 0.656)
+    RGB prob-atten                 0.469 +- 0.054   (0.531 0.438 0.438)
+    feature distillation           0.677 +- 0.126   (0.531 0.750 0.750)
+    Prob-Distill (ours)            0.729 +- 0.282   (0.750 1.000 0.438)
+    Prob-Distill + flow teacher    0.990 +- 0.018   (1.000 1.000 0.969)
+    RGB I3D + flow teacher         0.990 +- 0.018   (1.000 0.969 1.000)
+
+The paper's ordering does not show at this scale: Prob-Distill beats its own architecture
+trained without the teacher (RGB prob-atten) in 2 of 3 seeds (tied in the third) and feature
+distillation in 2 of 3, but not plain RGB I3D on average, and the spread over seeds (one test
+video is 0.031) is as large as the differences. Only the flow teacher and the fusions are clear.
 """
 from __future__ import annotations
 
@@ -47,14 +68,26 @@ def main() -> None:
     from vidistill.trainers.evaluate import evaluate
     from vidistill.trainers.train import train
 
+    # Benchmark-only choices, each measured (see the module docstring and issue 4):
+    # - 24-frame videos: the object crosses 35-55 % of the frame in 24 frames, 1.5-2.7 px per frame;
+    #   in 40-frame videos (0.9-1.6 px per frame) a from-scratch i3d_tiny learned far more slowly.
+    # - 1 distractor (default 3): with 3, plain RGB reached 0.56 after 30 epochs in a quick run,
+    #   with 2 the RGB models of seed 0 were still at chance after 30 epochs; with 1, 0.84.
+    # - data.flip=false: the classes are directions, and a mirrored move-right clip is a move-left
+    #   clip under the move-right label (with the flip the flow teacher topped out at 0.75).
+    # - batch 8, lr 0.01 (the paper's): 8 steps an epoch instead of 4; lr 0.05 drove the RGB
+    #   models' train CE above chance.
+    # - no plateau decay (patience beyond the last epoch): the "val" subset is the 32 test videos,
+    #   whose loss jumps from epoch to epoch (2.1, 9.0, 1.6 for one RGB run) and so cuts the lr
+    #   by chance, and it would let the test set steer the schedule.
     source, prepared = prepared_synthetic(
-        workdir, dict(classes=4, videos_per_class=args.videos_per_class, frames=40, width=128, height=96,
-                      test_fraction=1 / 3, seed=0),
+        workdir, dict(classes=4, videos_per_class=args.videos_per_class, frames=24, width=128, height=96,
+                      distractors=1, test_fraction=1 / 3, seed=0),
         dict(width=112, height=96, flow_method="farneback", flow_bound=4.0))
     common = [f"data.prepared={prepared}", f"data.root={source}", "data.clip_length=16", "data.crop_size=80",
-              "data.test_clips_per_video=3", "data.backend=opencv", "data.loader_workers=2", "model.name=i3d_tiny",
-              "batch_size=16", "num_workers=1", f"epochs={args.epochs}", "optim.lr=0.05",
-              "optim.plateau_patience=6"]
+              "data.flip=false", "data.test_clips_per_video=3", "data.backend=opencv", "data.loader_workers=2",
+              "model.name=i3d_tiny", "batch_size=8", "num_workers=1", f"epochs={args.epochs}", "optim.lr=0.01",
+              f"optim.plateau_patience={args.epochs + 1}"]
 
     results: dict[str, list[float]] = {}
     for seed in args.seeds:

@@ -54,3 +54,19 @@ def test_missing_data_and_bad_files_are_named(tmp_path):
     broken.write_text("epochs = = 3")
     with pytest.raises(ConfigError, match="broken.toml is not valid TOML"):
         load_config(broken)
+
+
+@pytest.mark.parametrize("overrides, flips", [([], True), (["data.flip=false"], False)])
+def test_data_flip_reaches_the_training_plan(monkeypatch, overrides, flips):
+    # Direction classes (move-left / move-right) need training without the random mirror.
+    from vidistill.datasets.loaders import plan_epoch
+    from vidistill.datasets.loaders.plan import VideoExtent
+    from vidistill.trainers import data as data_module
+
+    seen = []
+    monkeypatch.setattr(data_module, "make_clip_loader", lambda videos, config: seen.append(config))
+    config = load_config(overrides=["data.prepared=/p", "data.root=/r", "role=rgb", *overrides])
+    data_module.clip_loader(None, config.data, modality="rgb", train=True, batch_size=2, seed=0)
+    assert seen[0].flip is flips
+    specs = plan_epoch([VideoExtent(0, 40, 256, 256)] * 32, seen[0], epoch=0)
+    assert any(s.flip for s in specs) is flips

@@ -39,6 +39,10 @@ class DataConfig:
     clip_length: int = 24
     crop_size: int = 224
     test_clips_per_video: int = 5
+    # Random horizontal flip of training clips (Sec. 3.6). Turn it off where the label is a
+    # direction (Something-Something's "from left to right", the synthetic set's move-left /
+    # move-right): a mirrored clip of one such class shows another class under the old label.
+    flip: bool = True
     backend: str = "auto"  # auto | dali | opencv
     loader_workers: int = 2
 

@@ -49,6 +49,7 @@ def clip_loader(videos: PreparedSet, data: DataConfig, *, modality: str, train: 
         clip_length=data.clip_length,
         crop_size=data.crop_size,
         test_clips_per_video=clips_per_video or data.test_clips_per_video,
+        flip=data.flip,
         batch_size=batch_size,
         seed=seed,
         shard_id=rank,
