@@ -9,7 +9,7 @@ import click
 
 @click.command("quickstart")
 @click.option("--size", type=click.Choice(["tiny", "small", "large"]), default="small", show_default=True,
-              help="small: ~15 min on a 2-core CPU; large: 8 classes, wider I3D, 30 epochs (a GPU, or "
+              help="small: about 7 min on a 2-core CPU; large: 8 classes, wider I3D, 40 epochs (a GPU, or "
                    "an hour or more of CPU); tiny: every step at its smallest, as the tests run it.")
 @click.option("--fresh", is_flag=True, help="Submit a new pipeline even if an earlier one can be reused.")
 @click.option("--timeout", type=float, default=None, help="Stop waiting after this many seconds (the jobs go on).")
