@@ -363,3 +363,20 @@ def run_cli(*args, ok: bool = True):
     if ok:
         assert result.exit_code == 0, result.output
     return result
+
+
+def driver_pid(job_id: int, attempt: int) -> int | None:
+    """The process running attempt `attempt` of queue job `job_id` (the Ray job's driver)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # The Python driver itself, not job_entrypoint, whose command line names it too.
+        if (f"VIDISTILL_JOB_ID={job_id}".encode() in environ and f"VIDISTILL_JOB_ATTEMPT={attempt}".encode()
+                in environ and cmdline.split(b"\0")[1:3] == [b"-m", b"vidistill.platform.kinds.driver"]):
+            return int(entry.name)
+    return None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from platform_fixtures import environment, wait_until
+from platform_fixtures import driver_pid, environment, wait_until
 from trainers_fixtures import tiny_overrides
 from vidistill.platform.kinds.config import ConfigError
 from vidistill.platform.queue import JobQueue
@@ -200,23 +200,6 @@ def test_a_tune_job_of_four_trials_runs_through_the_queue_with_asha_and_register
                    message="the tune job to finish")
         assert queue.get(job_id).attempts == 1
         check_search(queue, job_id)
-
-
-def driver_pid(job_id: int, attempt: int) -> int | None:
-    """The process running attempt `attempt` of queue job `job_id` (the Ray job's driver)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        # The Python driver itself, not job_entrypoint, whose command line names it too.
-        if (f"VIDISTILL_JOB_ID={job_id}".encode() in environ and f"VIDISTILL_JOB_ATTEMPT={attempt}".encode()
-                in environ and cmdline.split(b"\0")[1:3] == [b"-m", b"vidistill.platform.kinds.driver"]):
-            return int(entry.name)
-    return None
 
 
 @pytest.mark.slow
