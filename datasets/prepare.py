@@ -46,7 +46,7 @@ class PrepareConfig:
     flow_bound: float = DEFAULT_FLOW_BOUND
     jpeg_quality: int = 95
     templates: FrameTemplates = field(default_factory=FrameTemplates)
-    workers: int | None = None  # Ray CPUs for a local Ray started here; default: all cores
+    workers: int | None = None  # videos at once (and a local Ray's CPUs); default: all free cores
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -210,7 +210,8 @@ def prepare_dataset(
     """Prepare every video of a listing as parallel Ray tasks; resumable; see module doc.
 
     Uses the Ray cluster already initialised in this process, or starts a local one with
-    ``config.workers`` CPUs (and shuts it down at the end). On a multi-node cluster the videos
+    ``config.workers`` CPUs (and shuts it down at the end). With ``config.workers`` set, at most
+    that many videos are in flight at once, also on a cluster shared with other work. On a multi-node cluster the videos
     and ``config.out`` must lie on storage that every node mounts at the same path.
     """
     import ray
@@ -240,11 +241,15 @@ def prepare_dataset(
     try:
         if todo:
             task = ray.remote(num_cpus=1, max_retries=0)(_prepare_task)
-            capacity = max(1, int(ray.available_resources().get("CPU", 1)))
+            if config.workers:
+                # What the caller reserved (a queue job's CPUs on a shared cluster): no more at once.
+                limit = config.workers
+            else:
+                limit = 2 * max(1, int(ray.available_resources().get("CPU", 1)))  # keeps memory bounded
             queue = list(reversed(todo))
             in_flight: list = []
             while queue or in_flight:
-                while queue and len(in_flight) < 2 * capacity:  # keep memory bounded
+                while queue and len(in_flight) < limit:
                     in_flight.append(task.remote(queue.pop(), config))
                 ready, in_flight = ray.wait(in_flight, num_returns=1)
                 result = ray.get(ready[0])

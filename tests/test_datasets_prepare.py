@@ -295,3 +295,23 @@ def test_frames_only_preparation_from_a_yaml_config_and_flow_loading_refused(tmp
     bad = CliRunner().invoke(cli, ["datasets", "prepare", "--config", str(config_file), "--out", str(out),
                                    "--rgb-template", "frame.jpg"])
     assert bad.exit_code == 1 and "frame name template rgb='frame.jpg' has no index field" in bad.output
+
+
+def test_workers_caps_the_videos_in_flight_on_a_ray_with_more_cpus(tmp_path, local_ray, monkeypatch):
+    # A queue job reserves `workers` CPUs of a shared cluster; it must not take the others.
+    root = tmp_path / "videos"
+    listing = generic_dataset(root, {f"move-up/v{i}.avi": ("move-up", 12, 24.0, (64, 48), "mpeg4")
+                                     for i in range(5)})
+    in_flight = []
+    real_wait = ray.wait
+
+    def recording_wait(refs, **kwargs):
+        in_flight.append(len(refs))
+        return real_wait(refs, **kwargs)
+
+    monkeypatch.setattr(ray, "wait", recording_wait)
+    result = prepare_dataset(listing, PrepareConfig(tmp_path / "one", flow_method=None, workers=1))
+    assert len(result.prepared) == 5 and in_flight == [1] * 5
+    in_flight.clear()
+    prepare_dataset(listing, PrepareConfig(tmp_path / "all", flow_method=None))
+    assert max(in_flight) >= 2  # unset: as many as the free CPUs allow (twice them, for the pipeline)

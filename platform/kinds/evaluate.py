@@ -41,7 +41,8 @@ class EvaluateJobConfig:
             raise ConfigError("models", "give at least one registry URI, e.g. --models models:/ucf101-student-rgb/1")
         for uri in self.models:
             if not uri.startswith("models:/") or len(uri) <= len("models:/"):
-                raise ConfigError("models", f"{uri!r} is not a registry URI; use models:/NAME/VERSION or models:/NAME@ALIAS")
+                raise ConfigError("models", f"{uri!r} is not a registry URI; "
+                                            "use models:/NAME/VERSION or models:/NAME@ALIAS")
         for group in self.fuse:
             try:
                 positions = [int(part) for part in group.split("+")]

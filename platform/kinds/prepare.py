@@ -26,7 +26,8 @@ class PrepareJobConfig:
     fps: float = field(default=24.0, metadata={"help": "frame rate every video is resampled to"})
     width: int = field(default=320, metadata={"help": "frame width"})
     height: int = field(default=256, metadata={"help": "frame height"})
-    cpus: int = field(default=2, metadata={"help": "CPUs to reserve: videos are decoded this many at a time"})
+    cpus: int = field(default=2, metadata={
+        "help": "CPUs reserved for it on the cluster: videos are prepared this many at a time"})
 
     def validate(self) -> None:
         from vidistill.datasets.layouts import layout_names
@@ -62,7 +63,8 @@ def run_prepare(config: PrepareJobConfig) -> None:
 
     result = prepare_dataset(listing, PrepareConfig(
         out=config.out, fps=config.fps, width=config.width, height=config.height,
-        flow_method=None if config.flow == "none" else config.flow, flow_bound=config.bound), progress=show)
+        flow_method=None if config.flow == "none" else config.flow, flow_bound=config.bound,
+        workers=config.cpus), progress=show)
     print(f"[vidistill] {len(result.prepared)} prepared, {len(result.skipped)} done before, "
           f"{len(result.failed)} failed; manifest {result.out / 'manifest.json'} ({result.manifest_hash})",
           flush=True)

@@ -59,7 +59,8 @@ class TrainJobConfig:
         "help": "prepared data set folder (`vidistill datasets prepare --out`); sets data.prepared"})
     root: str | None = field(default=None, metadata={
         "help": "source data set folder, whose split lists say which videos train and test; sets data.root"})
-    layout: str | None = field(default=None, metadata={"help": "ucf101 | hmdb51 | egtea | ssv2 | generic; sets data.layout"})
+    layout: str | None = field(default=None, metadata={
+        "help": "ucf101 | hmdb51 | egtea | ssv2 | generic; sets data.layout"})
     train_config: str | None = field(default=None, metadata={
         "help": "YAML/TOML training config (the sections of vidistill.trainers.config.TrainConfig)"})
     set: list[str] = field(default_factory=list, metadata={
