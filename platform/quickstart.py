@@ -111,7 +111,8 @@ def quickstart(size: str = "small", *, settings: Settings | None = None, fresh: 
     chosen = SIZES[size]
     workdir = settings.home / "quickstart" / size
     source, prepared = workdir / "source", workdir / "prepared"
-    _write_synthetic(source, chosen, echo)
+    if _write_synthetic(source, chosen, echo) and prepared.exists():
+        shutil.rmtree(prepared)  # prepared from the videos just replaced: a resumed prepare would keep them
     queue = JobQueue(settings)
     jobs = None if fresh else _recorded_pipeline(queue, workdir, chosen, echo)
     reused = jobs is not None
@@ -130,20 +131,22 @@ def quickstart(size: str = "small", *, settings: Settings | None = None, fresh: 
     return _results(queue, jobs, reused)
 
 
-def _write_synthetic(source: Path, chosen: QuickstartSize, echo) -> None:
+def _write_synthetic(source: Path, chosen: QuickstartSize, echo) -> bool:
+    """Write the benchmark unless it exists with these settings; True when it was (re)written."""
     from vidistill.datasets.synthetic import SyntheticConfig, make_synthetic
 
     config = SyntheticConfig(**chosen.synthetic)
     recorded = source / "synthetic.json"
     if recorded.is_file() and json.loads(recorded.read_text()) == json.loads(json.dumps(asdict(config))):
         echo(f"synthetic motion benchmark: reusing {source}")
-        return
+        return False
     if source.exists():
         shutil.rmtree(source)  # ours, written with other settings
     began = time.perf_counter()
     make_synthetic(source, config)
     echo(f"synthetic motion benchmark: {config.classes * config.videos_per_class} videos of "
          f"{config.classes} motion classes written to {source} in {time.perf_counter() - began:.0f} s")
+    return True
 
 
 def _recorded_pipeline(queue: JobQueue, workdir: Path, chosen: QuickstartSize, echo) -> PipelineJobs | None:

@@ -67,3 +67,25 @@ def test_quickstart_runs_every_step_through_the_queue_and_a_second_run_reuses_it
 
     table = format_results(result)
     assert "two-stream: student + flow teacher" in table and "vidistill ui" in table
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_new_quickstart_data_settings_replace_the_videos_and_their_stale_frames(settings):
+    from vidistill.platform.quickstart import QuickstartFailed
+
+    workdir = settings.home / "quickstart" / "tiny"
+    (workdir / "source").mkdir(parents=True)
+    (workdir / "source" / "synthetic.json").write_text('{"classes": 2}')  # an older release's settings
+    (workdir / "prepared").mkdir()
+    (workdir / "prepared" / "stale").write_text("frames of the old videos")
+
+    with pytest.raises(QuickstartFailed, match="did not finish within 0 s"):
+        quickstart("tiny", settings=settings, echo=lambda line: None, start_dispatcher=False, timeout=0)
+    assert json.loads((workdir / "source" / "synthetic.json").read_text())["classes"] == 4
+    assert not (workdir / "prepared").exists()  # a resumed prepare would have kept the old frames
+
+    (workdir / "prepared").mkdir()
+    (workdir / "prepared" / "kept").write_text("frames of these videos")
+    with pytest.raises(QuickstartFailed):
+        quickstart("tiny", settings=settings, echo=lambda line: None, start_dispatcher=False, timeout=0)
+    assert (workdir / "prepared" / "kept").exists()  # same settings: nothing redone
