@@ -25,6 +25,7 @@ import numpy as np
 from vidistill.datasets.errors import DatasetError, VideoDecodeError
 from vidistill.datasets.flow import DEFAULT_FLOW_BOUND, FLOW_METHODS, FlowEstimator, quantise_flow
 from vidistill.datasets.layouts import Listing, VideoItem
+from vidistill.datasets.ray_session import connect_ray
 from vidistill.datasets.rawframes import FailedVideo, FrameTemplates, Manifest, VideoRecord
 from vidistill.datasets.video import probe, read_resampled
 
@@ -227,14 +228,7 @@ def prepare_dataset(
     for video in todo:
         manifest.videos.pop(video.video_id, None)  # a record whose folder vanished is stale
         _clear_leftovers(config.out, video.video_id)
-    started_ray = not ray.is_initialized()
-    if started_ray and todo:
-        ray.init(
-            num_cpus=config.workers,
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-        )
+    started_ray = bool(todo) and connect_ray(num_cpus=config.workers, log_to_driver=False)
     prepared: list[str] = []
     failed: list[FailedVideo] = []
     begin = last_save = time.monotonic()

@@ -81,7 +81,7 @@ def submit_pipeline(queue: JobQueue, spec: PipelineSpec) -> PipelineJobs:
     # Names the models will be registered under, from the resolved configs.
     def name_of(kind: str, config: dict) -> str:
         job_config = get_kind(kind).parse(config)
-        return registered_name(job_config.train_config_object())
+        return registered_name(job_config.resolved)
 
     teacher_name = name_of("train-teacher", teacher)
     placeholder = f"models:/{teacher_name}@{job_alias(0)}"

@@ -4,18 +4,17 @@ Loaded through VIDISTILL_KIND_MODULES=platform_test_kinds by the tests that use 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import Field
 
 from vidistill.platform.kinds import JobKind, JobResources, register
-from vidistill.platform.kinds.config import ConfigError
+from vidistill.platform.kinds.config import ConfigError, Schema
 
 
-@dataclass
-class GreetConfig:
-    name: str = field(metadata={"help": "who to greet"})
-    workers: int = field(default=2, metadata={"help": "pretend data-parallel workers"})
+class GreetConfig(Schema):
+    name: str = Field(description="who to greet")
+    workers: int = Field(2, description="pretend data-parallel workers")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.workers < 1:
             raise ConfigError("workers", f"must be at least 1, got {self.workers}")
 

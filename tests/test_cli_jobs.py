@@ -65,7 +65,7 @@ def test_bad_config_file_names_the_field(env, tmp_path):
     config.write_text('{"command": "ls", "cpus": "many", "gpu": 1}')
     result = run("submit-job", "command", "--config", config, ok=False)
     assert result.exit_code == 2
-    assert "field 'gpu': unknown field; known fields: command, cpus, env, gpus, workdir" in result.output
+    assert "field 'gpu': unknown field; known: command, cpus, env, gpus, workdir" in result.output
 
 
 def test_unknown_kind_lists_the_known_ones(env):

@@ -2,30 +2,29 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 from click.testing import CliRunner
+from pydantic import Field
 
 import vidistill.platform.kinds as kinds
 from vidistill.platform.cli.main import cli
 from vidistill.platform.kinds import ConfigError, JobKind, JobResources, register
-from vidistill.platform.kinds.config import parse_config
+from vidistill.platform.kinds.config import Schema, parse_config
 
 
-@dataclass
-class TrainLike:
-    dataset: str = field(metadata={"help": "prepared dataset folder"})
-    variant: Literal["flow", "rgb"] = field(default="rgb", metadata={"help": "which stream"})
+class TrainLike(Schema):
+    dataset: str = Field(description="prepared dataset folder")
+    variant: Literal["flow", "rgb"] = Field("rgb", description="which stream")
     epochs: int = 10
     lr: float = 0.1
     augment: bool = True
     teacher: str | None = None
-    splits: list[int] = field(default_factory=lambda: [1])
+    splits: list[int] = Field(default_factory=lambda: [1])
     num_workers: int = 1
 
-    def validate(self):
+    def check(self):
         if self.variant == "rgb" and self.teacher is None and self.epochs > 100:
             raise ConfigError("epochs", "more than 100 epochs needs a teacher")
 
@@ -33,7 +32,8 @@ class TrainLike:
 def test_parse_config_coerces_and_checks_every_field_type():
     config = parse_config(TrainLike, {"dataset": "ucf", "variant": "flow", "lr": 1, "augment": False,
                                       "teacher": "models:/t/1", "splits": [1, 2]})
-    assert config == TrainLike("ucf", "flow", 10, 1.0, False, "models:/t/1", [1, 2], 1)
+    assert config == TrainLike(dataset="ucf", variant="flow", epochs=10, lr=1.0, augment=False,
+                               teacher="models:/t/1", splits=[1, 2], num_workers=1)
     assert isinstance(config.lr, float)
 
 
@@ -55,7 +55,7 @@ def test_parse_config_names_the_field_and_the_reason(data, field_name, reason):
 
 
 def test_job_resources_refuse_impossible_requests():
-    with pytest.raises(ConfigError, match="field 'num_workers': must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match="num_workers: must be at least 1, got 0"):
         JobResources(0)
     with pytest.raises(ConfigError, match="fractions are allowed below 1 only"):
         JobResources(2, gpus_per_worker=1.5)

@@ -29,7 +29,8 @@ def test_files_load_and_overrides_win(tmp_path, suffix, text):
 
 @pytest.mark.parametrize("overrides,message", [
     (["optim.lrr=0.1"], "optim.lrr: unknown field; known: lr, lr_decay"),
-    (["epochs=many"], "epochs: expected int, got 'many'"),
+    (["epochs=many"], "epochs: must be an integer, got 'many'"),
+    (["optim.lr=-1"], "optim.lr: must be > 0"),
     (["epochs=0"], "epochs: must be at least 1, got 0"),
     (["model.attention=prob-res"], "model.attention: attention 'prob-res' is invalid"),
     (["model.name=resnet50"], "model.name: unknown model 'resnet50'; available: i3d"),

@@ -9,33 +9,33 @@ the field's dotted name, before anything is trained.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import tomllib
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from pydantic import Field
+
+from vidistill.trainers.schema import ConfigError, Schema, apply_overrides, dump, load, parse, read_config_file
 
 ROLES = ("teacher", "rgb", "distill")
 OBJECTIVES = ("attention", "feature", "logit")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be trained; the message names the field."""
+# `register` is a field of TrainConfig (register the model or not) and also a classmethod that
+# pydantic's base class inherits from ABCMeta; the field wins, as intended.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
-@dataclass
-class DataConfig:
-    prepared: str = ""  # folder written by `vidistill datasets prepare` (rawframes + manifest.json)
+class DataConfig(Schema):
+    prepared: str = Field("", description="folder written by `vidistill datasets prepare` (rawframes + manifest.json)")
     # The source data set, for its split lists: which prepared videos train, validate, test.
     root: str = ""
-    layout: str = "generic"  # ucf101 | hmdb51 | egtea | ssv2 | generic
+    layout: str = Field("generic", description="ucf101 | hmdb51 | egtea | ssv2 | generic")
     split: int = 1
     train_subset: str = "train"
-    val_subset: str = "test"  # the validation loss that drives the lr decay; UCF101/HMDB51 have no val split
+    val_subset: str = Field("test", description="the validation loss that drives the lr decay; UCF101/HMDB51 have no val split")
     test_subset: str = "test"
-    name: str = ""  # data set name used in registered model names; defaults to the prepared folder's name
+    name: str = Field("", description="data set name used in registered model names; defaults to the prepared folder's name")
     clip_length: int = 24
     crop_size: int = 224
     test_clips_per_video: int = 5
@@ -43,34 +43,31 @@ class DataConfig:
     # direction (Something-Something's "from left to right", the synthetic set's move-left /
     # move-right): a mirrored clip of one such class shows another class under the old label.
     flip: bool = True
-    backend: str = "auto"  # auto | dali | opencv
+    backend: str = Field("auto", description="auto | dali | opencv")
     loader_workers: int = 2
 
 
-@dataclass
-class ModelConfig:
-    name: str = "i3d"  # i3d | i3d_small | i3d_tiny
-    attention: str = "prob-atten"  # none | soft-atten | soft-res | prob-atten
-    pretrained: str = ""  # pytorch-i3d checkpoint (rgb_imagenet.pt / flow_imagenet.pt); empty: random init
+class ModelConfig(Schema):
+    name: str = Field("i3d", description="i3d | i3d_small | i3d_tiny")
+    attention: str = Field("prob-atten", description="none | soft-atten | soft-res | prob-atten")
+    pretrained: str = Field("", description="pytorch-i3d checkpoint (rgb_imagenet.pt / flow_imagenet.pt); empty: random init")
     dropout: float = 0.7
     gumbel_temperature: float = 0.5
 
 
-@dataclass
-class OptimConfig:
-    lr: float = 0.01
+class OptimConfig(Schema):
+    lr: float = Field(0.01, gt=0, description="learning rate (Sec. 3.6: 0.01, divided by 10 on plateaus)")
     momentum: float = 0.9
     weight_decay: float = 4e-5
-    lr_decay: float = 0.1  # divide by 10 ...
-    plateau_patience: int = 2  # ... after this many epochs without a lower validation loss
+    lr_decay: float = Field(0.1, description="divide by 10 ...")
+    plateau_patience: int = Field(2, description="... after this many epochs without a lower validation loss")
 
 
-@dataclass
-class DistillConfig:
-    teacher: str = ""  # MLflow model URI: models:/NAME/VERSION or models:/NAME@ALIAS
-    objective: str = "attention"  # attention (Eq. 8) | feature | logit
+class DistillConfig(Schema):
+    teacher: str = Field("", description="MLflow model URI: models:/NAME/VERSION or models:/NAME@ALIAS")
+    objective: str = Field("attention", description="attention (Eq. 8) | feature | logit")
     lambda1: float = 1.0
-    lambda2: float | None = None  # None: 1 / (T * H * W) of the attention grid
+    lambda2: float | None = Field(None, description="None: 1 / (T * H * W) of the attention grid")
     feature_weight: float = 50.0
     logit_temperature: float = 4.0
     logit_alpha: float = 0.5
@@ -79,24 +76,23 @@ class DistillConfig:
     cache_teacher_maps: bool = True
 
 
-@dataclass
-class TrainConfig:
-    role: str = "distill"  # teacher (flow) | rgb (baseline) | distill (RGB student)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+class TrainConfig(Schema):
+    role: str = Field("distill", description="teacher (flow) | rgb (baseline) | distill (RGB student)")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     epochs: int = 30
-    batch_size: int = 64  # global: split evenly over the workers
-    num_workers: int = 1  # Ray Train workers (data parallel)
+    batch_size: int = Field(64, description="global: split evenly over the workers")
+    num_workers: int = Field(1, description="Ray Train workers (data parallel)")
     use_gpu: bool = False
     seed: int = 0
     experiment: str = "vidistill"
     register: bool = True
 
-    def validate(self) -> "TrainConfig":
+    def check(self) -> None:
         def fail(name: str, why: str) -> None:
-            raise ConfigError(f"{name}: {why}")
+            raise ConfigError(name, why)
 
         if self.role not in ROLES:
             fail("role", f"must be one of {', '.join(ROLES)}, not {self.role!r}")
@@ -118,8 +114,6 @@ class TrainConfig:
             fail("batch_size", f"{self.batch_size} does not split evenly over {self.num_workers} workers")
         if not 0 <= self.model.dropout < 1:
             fail("model.dropout", f"must be in [0, 1), got {self.model.dropout}")
-        if self.optim.lr <= 0:
-            fail("optim.lr", f"must be positive, got {self.optim.lr}")
         from vidistill.trainers.models import InvalidAttentionError, attention_variant, list_models
 
         if self.model.name not in list_models():
@@ -128,6 +122,10 @@ class TrainConfig:
             attention_variant(self.model.attention)
         except InvalidAttentionError as exc:
             fail("model.attention", str(exc))
+
+    def validate(self) -> "TrainConfig":
+        """Checked as a whole (`parse` does this for configs read from files and dicts)."""
+        self.check()
         return self
 
     @property
@@ -135,11 +133,34 @@ class TrainConfig:
         return self.data.name or Path(self.data.prepared).name
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dump(self)
 
     def flat(self) -> dict[str, object]:
         """Dotted names to values, e.g. {"optim.lr": 0.01}: MLflow params, Tune search spaces."""
         return dict(_flatten(self.to_dict()))
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """What the Ray Train workers of a run ask Ray for; their drivers ask for nothing."""
+
+    num_workers: int
+    cpus: float
+    gpus: float
+
+    def per_worker(self) -> dict[str, float]:
+        return {"CPU": self.cpus, **({"GPU": self.gpus} if self.gpus else {})}
+
+
+def worker_resources(config: TrainConfig, *, cpus: float = 1.0, gpus: float | None = None,
+                     concurrent: int = 1) -> WorkerResources:
+    """The one rule for what training asks Ray for: `num_workers` x (1 CPU, + 1 GPU with use_gpu).
+
+    The queue admits a job by it and `train` / `tune` request exactly it. A search runs
+    `concurrent` trainings at once, each worker with `cpus` and `gpus` (below 1: trials share a GPU).
+    """
+    gpus = (1.0 if config.use_gpu else 0.0) if gpus is None else float(gpus)
+    return WorkerResources(concurrent * config.num_workers, float(cpus), gpus)
 
 
 def _flatten(tree: dict, prefix: str = ""):
@@ -150,92 +171,12 @@ def _flatten(tree: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def _coerce(value, annotation, name: str):
-    """Convert a file or command-line value to the field's declared type."""
-    # Annotations are strings here (`from __future__ import annotations`): "int", "float | None".
-    optional = annotation.endswith("| None")
-    base = annotation.split("|")[0].strip()
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
-        if optional:
-            return None
-        raise ConfigError(f"{name}: a value is required")
-    try:
-        if base == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "1", "yes", "on"):
-                return True
-            if str(value).lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(value)
-        if base == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if base == "float":
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {base}, got {value!r}") from None
-
-
-def from_dict(data: dict, cls=TrainConfig, prefix: str = ""):
-    """Build a config dataclass from nested dicts; unknown keys are refused by name."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown field; known: {', '.join(sorted(fields))}")
-    values = {}
-    for name, value in data.items():
-        f = fields[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}{name}: expected a table of fields, got {value!r}")
-            values[name] = from_dict(value, type(default), f"{prefix}{name}.")
-        else:
-            values[name] = _coerce(value, f.type, f"{prefix}{name}")
-    return cls(**values)
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `dotted.name=value` strings to a nested dict (values are parsed as YAML scalars)."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected dotted.name=value, e.g. optim.lr=0.003")
-        key, raw = item.split("=", 1)
-        node = data
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a table")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
-    return data
-
-
-def read_config_file(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            return tomllib.loads(text)
-        if path.suffix in (".yaml", ".yml"):
-            return yaml.safe_load(text) or {}
-        if path.suffix == ".json":
-            return json.loads(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
-    raise ConfigError(f"config file {path}: use .yaml, .yml, .toml or .json")
+def from_dict(data: dict, cls=None) -> "TrainConfig":
+    """A config from its JSON form (`to_dict`), checked."""
+    return parse(cls or TrainConfig, data)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> TrainConfig:
-    """File (optional) <- overrides, on top of the defaults; validated."""
-    data = dict(base or {})
-    if path is not None:
-        data.update(read_config_file(path))
-    data = apply_overrides(data, list(overrides or []))
-    return from_dict(data).validate()
+    """File (optional) <- overrides, on top of the defaults; parsed and checked once."""
+    return load(TrainConfig, path, overrides, base)

@@ -27,9 +27,10 @@ from typing import Callable
 
 import torch
 
+from vidistill.datasets.ray_session import connect_ray
 from vidistill.trainers import tracking
 from vidistill.trainers.attention_images import attention_grid, write_png
-from vidistill.trainers.config import TrainConfig, from_dict
+from vidistill.trainers.config import TrainConfig, worker_resources
 from vidistill.trainers.data import MODALITY, clip_loader, open_splits
 from vidistill.trainers.losses import DISTILLATION_OBJECTIVES, TeacherSignals, attention_distillation_loss, \
     recognition_loss
@@ -66,7 +67,7 @@ def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
 
 def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | None = None,
           on_run: Callable[[str], object] | None = None, *, callbacks: list | None = None,
-          resources_per_worker: dict[str, float] | None = None) -> TrainResult:
+          resources_per_worker: dict[str, float] | None = None, alias: str | None = None) -> TrainResult:
     """Train as configured; `run_id` continues an earlier, interrupted run.
 
     `on_run(run_id)` is called as soon as the MLflow run exists, before any epoch, so a caller
@@ -74,17 +75,18 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
 
     `callbacks` go to Ray Train's RunConfig (a Tune trial passes its report callback);
     `resources_per_worker` replaces 1 CPU (+ 1 GPU with use_gpu) per worker, e.g. half a GPU.
+    `alias` is given to the registered version too (a queue job's `job-<id>`).
+    The config is trusted: `load_config` / the job's parse checked it.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    config.validate()
     if config.role == "distill":
         # The exact teacher version: the one this run started with when it resumes.
         started_with = tracking.configure().get_run(run_id).data.tags.get(tracking.TAG_TEACHER) if run_id else None
         teacher = started_with or pin_teacher(config.distill.teacher)
-        config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, teacher=teacher))
+        config = config.model_copy(update={"distill": config.distill.model_copy(update={"teacher": teacher})})
     # Everything that can be wrong is found here, before a worker starts: the data, the model
     # and its pretrained weights, and the teacher.
     splits = open_splits(config.data)
@@ -98,18 +100,14 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
     if on_run is not None:
         on_run(run_id)
     storage = Path(storage or tracking.vidistill_home() / "ray_results")
-    if not ray.is_initialized():
-        # "local" starts a Ray instance of our own unless RAY_ADDRESS names a cluster; a bare
-        # ray.init() could attach to whichever other local instance happens to run.
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 configure_logging=False)
+    connect_ray()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": config.to_dict(), "run_id": run_id, "tracking_uri": tracking.tracking_uri(),
+        train_loop_config={"config": config, "run_id": run_id, "tracking_uri": tracking.tracking_uri(),
                            "home": str(tracking.vidistill_home())},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      resources_per_worker=resources_per_worker or
-                                     {"CPU": 1, **({"GPU": 1} if config.use_gpu else {})}),
+                                     worker_resources(config).per_worker()),
         run_config=RunConfig(name=run_id, storage_path=str(storage),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=0), callbacks=callbacks),
@@ -126,12 +124,28 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
     if not config.register:
         client.set_terminated(run_id, status="FINISHED")
         return TrainResult(run_id, None, None, dict(result.metrics or {}))
-    model = build_model(config, len(splits.classes))
-    with result.checkpoint.as_directory() as folder:
-        model.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")["model"])
-    version = tracking.register_model(run_id, model, config, splits.content_hash)
+    version = register_checkpoint(run_id, result.checkpoint, config, splits, alias=alias)
     client.set_terminated(run_id, status="FINISHED")
     return TrainResult(run_id, version.name, str(version.version), dict(result.metrics or {}))
+
+
+def register_checkpoint(run_id: str, checkpoint, config: TrainConfig, splits, *, alias: str | None = None,
+                        tags: dict | None = None):
+    """The one way a trained model enters the registry: its checkpoint's weights, registered
+    under its run with the lineage tags (teacher, data, code), plus `tags` and `alias`."""
+    from ray.train import Checkpoint
+
+    model = build_model(config, len(splits.classes))
+    checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(str(checkpoint))
+    with checkpoint.as_directory() as folder:
+        model.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")["model"])
+    version = tracking.register_model(run_id, model, config, splits.content_hash)
+    client = tracking.configure()
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(version.name, version.version, key, "" if value is None else str(value))
+    if alias:
+        client.set_registered_model_alias(version.name, alias, version.version)
+    return version
 
 
 def train_worker(args: dict) -> None:
@@ -141,7 +155,7 @@ def train_worker(args: dict) -> None:
 
     # The driver's stores, whatever environment the Ray cluster's processes were started with.
     os.environ.update(VIDISTILL_HOME=args["home"], MLFLOW_TRACKING_URI=args["tracking_uri"])
-    config: TrainConfig = from_dict(args["config"])
+    config: TrainConfig = args["config"]  # parsed and checked by whoever called train()
     run_id = args["run_id"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

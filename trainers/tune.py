@@ -43,7 +43,6 @@ the same tuning run.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import math
 import os
@@ -53,8 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidistill.datasets.ray_session import connect_ray
 from vidistill.trainers import tracking
-from vidistill.trainers.config import ConfigError, TrainConfig, from_dict, read_config_file
+from vidistill.trainers.config import ConfigError, TrainConfig, from_dict, read_config_file, worker_resources
 
 KINDS = ("loguniform", "uniform", "choice")
 # Short names for the method's knobs; any other model./optim./distill. field may be given dotted.
@@ -110,7 +110,7 @@ class SearchSpace:
     def __post_init__(self):
         keys = [d.key for d in self.dimensions]
         if len(set(keys)) != len(keys):
-            raise ConfigError(f"space: a parameter is given twice: {sorted(k for k in keys if keys.count(k) > 1)[0]}")
+            raise ConfigError("space", f"a parameter is given twice: {sorted(k for k in keys if keys.count(k) > 1)[0]}")
 
     def to_tune(self) -> dict[str, Any]:
         return {d.key: d.to_tune() for d in self.dimensions}
@@ -141,7 +141,7 @@ def load_space(path: str | Path) -> SearchSpace:
     """A space from a YAML/TOML/JSON file; a bad entry is refused with `space.<key>: why`."""
     data = read_config_file(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"space: {path} must hold a table of parameter: distribution")
+        raise ConfigError("space", f"{path} must hold a table of parameter: distribution")
     return parse_space(data)
 
 
@@ -162,7 +162,7 @@ def _flatten_space(data: dict, prefix: str = ""):
 
 def _dimension(name: str, spec: Any) -> Dimension:
     def fail(why: str):
-        raise ConfigError(f"space.{name}: {why}")
+        raise ConfigError(f"space.{name}", why)
 
     key = ALIASES.get(name, name)
     if key in NOT_SEARCHABLE or not key.startswith(SEARCHABLE_PREFIXES):
@@ -202,7 +202,7 @@ def check_space(base: TrainConfig, space: SearchSpace) -> None:
             try:
                 trial_config(base, {dim.key: value}, lambda2_unit=1.0)
             except ConfigError as exc:
-                raise ConfigError(f"space.{_short(dim.key)}: value {value!r} is refused: {exc}") from None
+                raise ConfigError(f"space.{_short(dim.key)}", f"value {value!r} is refused: {exc}") from None
 
 
 def _short(key: str) -> str:
@@ -219,7 +219,7 @@ def trial_config(base: TrainConfig, params: dict[str, Any], lambda2_unit: float)
         for part in parents:
             node = node[part]
         node[leaf] = value
-    return from_dict(data).validate()
+    return from_dict(data)
 
 
 def lambda2_unit(config: TrainConfig) -> float:
@@ -281,12 +281,12 @@ def find_tuning_run(name: str, experiment: str) -> str | None:
 def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *, name: str | None = None,
          storage: str | Path | None = None, max_concurrent: int = 1, cpus_per_worker: float = 1.0,
          gpus_per_worker: float = 0.0, grace_period: int = 1, reduction_factor: float = 2.0, seed: int = 0,
-         run_id: str | None = None, on_run=None) -> TuneResult:
+         run_id: str | None = None, on_run=None, alias: str | None = None) -> TuneResult:
     """Search `space` around `base` with `trials` samples; ASHA stops the laggards; registers the best.
 
     `name` names the Tune experiment under `storage` (default $VIDISTILL_HOME/ray_results): calling
     again with the same name resumes it. `run_id` names the tuning run to continue (found by name
-    otherwise); `on_run(run_id)` is called as soon as it exists.
+    otherwise); `on_run(run_id)` is called as soon as it exists; `alias` goes to the best version.
     """
     import ray
     from ray import tune as ray_tune
@@ -296,18 +296,17 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
     from vidistill.trainers.data import open_splits
     from vidistill.trainers.teacher import pin_teacher
 
-    base.validate()
     space = space or default_space(base.role)
     if trials < 1:
-        raise ConfigError(f"trials: must be at least 1, got {trials}")
+        raise ConfigError("trials", f"must be at least 1, got {trials}")
     if max_concurrent < 1:
-        raise ConfigError(f"max_concurrent: must be at least 1, got {max_concurrent}")
+        raise ConfigError("max_concurrent", f"must be at least 1, got {max_concurrent}")
     check_space(base, space)
     if base.role == "distill":  # every trial learns from the same teacher version
-        base = dataclasses.replace(base, distill=dataclasses.replace(base.distill,
-                                                                     teacher=pin_teacher(base.distill.teacher)))
+        base = base.model_copy(update={"distill": base.distill.model_copy(
+            update={"teacher": pin_teacher(base.distill.teacher)})})
     use_gpu = gpus_per_worker > 0
-    base = dataclasses.replace(base, register=False, use_gpu=use_gpu)  # the best one is registered here
+    base = base.model_copy(update={"register": False, "use_gpu": use_gpu})  # the best one is registered here
     splits = open_splits(base.data)
     unit = lambda2_unit(base)
     name = name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -321,12 +320,11 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
         on_run(run_id)
     # A trial that ends without a result (it failed before its first epoch) fails alone, not the search.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, configure_logging=False)
+    connect_ray()
 
-    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
+    resources = worker_resources(base, cpus=cpus_per_worker, gpus=gpus_per_worker).per_worker()
     trainable = ray_tune.with_parameters(
-        _run_trial, base=base.to_dict(), parent=run_id, unit=unit, home=str(tracking.vidistill_home()),
+        _run_trial, base=base, parent=run_id, unit=unit, home=str(tracking.vidistill_home()),
         tracking_uri=tracking.tracking_uri(), storage=str(storage), resources=resources)
     # The trial's driver waits on its Train workers, which hold the CPUs/GPUs: it asks for none.
     # (Tune refuses an empty request, so it asks for one byte of memory.)
@@ -368,7 +366,7 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
         client.set_terminated(run_id, status="FAILED")
         raise RuntimeError(f"tuning {name}: no trial finished an epoch; see the table above and the trials' logs")
     best_config = trial_config(base, best.params, unit)
-    version = _register_best(client, run_id, best, best_config, splits, space, unit)
+    version = _register_best(client, run_id, best, best_config, splits, space, unit, alias)
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -406,7 +404,7 @@ def _create_tuning_run(client, base: TrainConfig, space: SearchSpace, name: str,
     return run_id
 
 
-def _run_trial(params: dict, *, base: dict, parent: str, unit: float, home: str, tracking_uri: str, storage: str,
+def _run_trial(params: dict, *, base: TrainConfig, parent: str, unit: float, home: str, tracking_uri: str, storage: str,
                resources: dict) -> None:
     """One Tune trial: the driver of one `train()` run, logged as a child run of the tuning run."""
     import ray.tune
@@ -415,7 +413,7 @@ def _run_trial(params: dict, *, base: dict, parent: str, unit: float, home: str,
 
     os.environ.update(VIDISTILL_HOME=home, MLFLOW_TRACKING_URI=tracking_uri)
     trial_id = ray.tune.get_context().get_trial_id()
-    config = trial_config(from_dict(base), params, unit)
+    config = trial_config(base, params, unit)
     client = tracking.configure()
     # A restored experiment restarts an unfinished trial: it continues its own child run (and that
     # run's Ray Train checkpoints) instead of starting a second one.
@@ -564,17 +562,10 @@ def _fmt(value) -> str:
 
 
 def _register_best(client, run_id: str, best: TrialRow, config: TrainConfig, splits, space: SearchSpace,
-                   unit: float):
+                   unit: float, alias: str | None = None):
     """Register the best trial's final checkpoint, tagged with its trial config."""
-    import torch
-    from ray.train import Checkpoint
+    from vidistill.trainers.train import register_checkpoint
 
-    from vidistill.trainers.train import CHECKPOINT_FILE, build_model
-
-    model = build_model(config, len(splits.classes))
-    with Checkpoint(best.checkpoint_path).as_directory() as folder:
-        model.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")["model"])
-    version = tracking.register_model(best.run_id, model, config, splits.content_hash)
     tags = {TAG_PREFIX + "run_id": run_id, TAG_TRIAL: best.trial_id,
             TAG_PREFIX + "val_accuracy": best.val_accuracy, TAG_PREFIX + "val_loss": best.val_loss}
     flat = config.flat()
@@ -582,6 +573,4 @@ def _register_best(client, run_id: str, best: TrialRow, config: TrainConfig, spl
         tags[TAG_PREFIX + key] = flat[key]
     if LAMBDA2 in space.searched:
         tags[TAG_PREFIX + "lambda2_multiple"] = best.params[LAMBDA2]
-    for key, value in tags.items():
-        client.set_model_version_tag(version.name, version.version, key, "" if value is None else str(value))
-    return version
+    return register_checkpoint(best.run_id, best.checkpoint_path, config, splits, alias=alias, tags=tags)

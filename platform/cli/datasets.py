@@ -171,8 +171,6 @@ def prepare_command(config_file, root, layout, split, annotations, videos, out, 
     a rerun skips finished videos and redoes half-written ones. Videos that cannot be
     decoded are listed in the manifest with the reason and skipped.
     """
-    import os
-
     from vidistill.datasets.layouts import list_all_videos, list_videos
     from vidistill.datasets.prepare import PrepareConfig, prepare_dataset
     from vidistill.datasets.rawframes import FrameTemplates
@@ -186,10 +184,6 @@ def prepare_command(config_file, root, layout, split, annotations, videos, out, 
         jpeg_quality=jpeg_quality, workers=workers,
         templates=FrameTemplates(rgb_template, flow_x_template, flow_y_template, start_index),
     )
-    if os.environ.get("RAY_ADDRESS"):
-        import ray
-
-        ray.init(address=os.environ["RAY_ADDRESS"])
     click.echo(f"preparing {len(listing.videos)} videos into {out} "
                f"(flow: {flow_method}, {fps:g} fps, {width}x{height})", err=True)
     result = prepare_dataset(listing, prepare_config, progress=_print_progress)

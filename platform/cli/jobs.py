@@ -12,16 +12,17 @@ import os
 import shlex
 import sys
 import time
-import types
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import click
 import yaml
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from vidistill.platform.kinds import ConfigError, JobKind, UnknownKind, all_kinds, get_kind
-from vidistill.platform.kinds.config import config_fields
+from vidistill.trainers.schema import Schema, flat_fields, strip_optional, type_name
 from vidistill.platform.queue import InvalidTransition, Job, JobNotFound, JobQueue, JobState, NotOwner
 from vidistill.platform.queue.store import default_owner
 from vidistill.platform.settings import Settings, redact
@@ -114,12 +115,12 @@ def submit_job() -> None:
 
 def _kind_command(kind: JobKind) -> click.Command:
     params: list[click.Parameter] = []
-    # Fields a kind fills in itself at submission (metadata cli=False) get no option.
-    fields = [(f, hint) for f, hint in config_fields(kind.config_class) if f.metadata.get("cli", True)]
-    for field, hint in fields:
-        if field.name in _COMMON:
-            raise ValueError(f"job kind {kind.name!r}: config field {field.name!r} clashes with a submit-job option")
-        params.append(_field_option(field, hint))
+    # Fields a kind fills in itself at submission (json_schema_extra cli False) get no option.
+    fields = [(name, info) for name, info in kind.config_class.model_fields.items() if _is_option(info)]
+    for name, info in fields:
+        if name in _COMMON:
+            raise ValueError(f"job kind {kind.name!r}: config field {name!r} clashes with a submit-job option")
+        params.append(_field_option(name, info))
     params += [
         click.Option(["--config", "config_file"], type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="YAML or JSON file of config fields; options given here override it."),
@@ -141,16 +142,16 @@ def _kind_command(kind: JobKind) -> click.Command:
         data: dict[str, Any] = {}
         if config_file is not None:
             data.update(_load_config_file(config_file))
-        for field, hint in fields:
-            value = options[f"cfg_{field.name}"]
+        for name, info in fields:
+            value = options[f"cfg_{name}"]
             if value is None or value == ():
                 continue
-            data[field.name] = _option_value(field.name, value, hint)
+            data[name] = _option_value(name, value, info.annotation)
         if argv:
             if kind.argv_field in data and options.get(f"cfg_{kind.argv_field}") is not None:
                 raise click.UsageError(f"give the {kind.argv_field} either as --{kind.argv_field} or after --, not both")
             data[kind.argv_field] = argv[0] if len(argv) == 1 else shlex.join(argv)
-        if "workdir" in {f.name for f, _ in fields} and not data.get("workdir"):
+        if "workdir" in {name for name, _ in fields} and not data.get("workdir"):
             data["workdir"] = os.getcwd()
         queue = _queue()
         try:
@@ -175,24 +176,45 @@ def _kind_command(kind: JobKind) -> click.Command:
         params=params,
         callback=callback,
         help=help_text,
+        epilog=_settable_fields(kind),
         short_help=kind.summary,
         options_metavar="[OPTIONS]",
     )
 
 
-def _field_option(field: dataclasses.Field, hint) -> click.Option:
-    name = field.name.replace("_", "-")
-    help_text = field.metadata.get("help", "")
-    required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-    if required:
+def _is_option(info: FieldInfo) -> bool:
+    return (info.json_schema_extra or {}).get("cli", True) if isinstance(info.json_schema_extra, dict) else True
+
+
+def _settable_fields(kind: JobKind) -> str | None:
+    """For kinds that resolve a nested config (the training config): its fields, for --set."""
+    nested = [strip_optional(info.annotation) for info in kind.config_class.model_fields.values()
+              if not _is_option(info)]
+    nested = [cls for cls in nested if isinstance(cls, type) and issubclass(cls, Schema)]
+    if not nested or "set" not in kind.config_class.model_fields:
+        return None
+    lines = ["\b", "Fields of --set NAME=VALUE (and of --train-config files):"]
+    for name, info in flat_fields(nested[0]):
+        default = info.get_default(call_default_factory=True)
+        text = f"  {name} ({type_name(info.annotation)}, default {default!r})"
+        if info.description:
+            text += f": {info.description}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def _field_option(name: str, info: FieldInfo) -> click.Option:
+    option = name.replace("_", "-")
+    help_text = info.description or ""
+    if info.is_required():
         help_text += "  [required]"
-    elif field.default is not dataclasses.MISSING and field.default is not None:
-        help_text += f"  [default: {field.default}]"
-    base = _strip_optional(hint)
+    elif info.default is not PydanticUndefined and info.default is not None:
+        help_text += f"  [default: {info.default}]"
+    base = strip_optional(info.annotation)
     origin = get_origin(base)
-    decl = [f"--{name}", f"cfg_{field.name}"]
+    decl = [f"--{option}", f"cfg_{name}"]
     if base is bool:
-        return click.Option([f"--{name}/--no-{name}", f"cfg_{field.name}"], default=None, help=help_text)
+        return click.Option([f"--{option}/--no-{option}", f"cfg_{name}"], default=None, help=help_text)
     if origin is Literal:
         return click.Option(decl, type=click.Choice([str(a) for a in get_args(base)]), default=None, help=help_text)
     if origin is list:
@@ -203,20 +225,12 @@ def _field_option(field: dataclasses.Field, hint) -> click.Option:
     return click.Option(decl, type=_click_type(base), default=None, help=help_text)
 
 
-def _strip_optional(hint):
-    if get_origin(hint) in (Union, types.UnionType):
-        options = [a for a in get_args(hint) if a is not type(None)]
-        if len(options) == 1:
-            return options[0]
-    return hint
-
-
 def _click_type(hint):
     return {int: click.INT, float: click.FLOAT, str: click.STRING}.get(hint, click.STRING)
 
 
 def _option_value(name: str, value, hint):
-    base = _strip_optional(hint)
+    base = strip_optional(hint)
     if get_origin(base) is dict:
         pairs = {}
         for item in value:

@@ -1,6 +1,6 @@
 """The job-kind registry: the one place the queue, dispatcher and CLI learn kinds.
 
-A kind says four things: its name, its typed config (a dataclass, validated at
+A kind says four things: its name, its typed config (a `Schema` model, parsed once at
 submission so a bad config is refused by `submit-job` with the field and the
 reason), how it runs on Ray, and what its workers will ask for.
 
@@ -24,42 +24,44 @@ except when ``driver_is_worker=True`` (the `command` kind: the command line is
 the one worker, and Ray gives the driver those CPUs/GPUs and its
 CUDA_VISIBLE_DEVICES).
 
-Adding a kind (e.g. `distill`)
-------------------------------
-Add one module to this package, `platform/kinds/distill.py`; modules here are
+Adding a kind (e.g. `extract-features`)
+--------------------------------------
+Add one module to this package, `platform/kinds/extract_features.py`; modules here are
 discovered automatically, nothing else needs editing::
 
-    from dataclasses import dataclass, field
+    from pydantic import Field
     from vidistill.platform.kinds import JobKind, JobResources, register
-    from vidistill.platform.kinds.config import ConfigError
+    from vidistill.platform.kinds.config import ConfigError, Schema
 
-    @dataclass
-    class DistillConfig:
-        dataset: str = field(metadata={"help": "prepared dataset folder"})
-        teacher: str = field(metadata={"help": "teacher model URI, models:/name/version"})
-        num_workers: int = field(default=1, metadata={"help": "data-parallel workers"})
-        gpus_per_worker: float = 1.0
+    class ExtractConfig(Schema):
+        model: str = Field(description="registry URI, models:/name/version")
+        workers: int = Field(1, ge=1, description="Ray workers")
+        gpus_per_worker: float = Field(1.0, ge=0)
 
-        def validate(self):
-            if self.num_workers < 1:
-                raise ConfigError("num_workers", "must be at least 1")
+        def check(self):  # rules across fields
+            if not self.model.startswith("models:/"):
+                raise ConfigError("model", "give a registry URI, models:/NAME/VERSION")
 
-    def run(config: DistillConfig) -> None:
-        from vidistill.trainers.distill import train   # imported in the Ray job only
-        train(config)
+    def run(config: ExtractConfig) -> None:
+        from vidistill.trainers.features import extract   # imported in the Ray job only
+        extract(config)
 
     register(JobKind(
-        name="distill",
-        summary="Distil the flow teacher's attention into an RGB student.",
-        config_class=DistillConfig,
+        name="extract-features",
+        summary="Write snippet features of a registered model.",
+        config_class=ExtractConfig,
         run=run,
-        resources=lambda c: JobResources(c.num_workers, cpus_per_worker=2, gpus_per_worker=c.gpus_per_worker),
+        resources=lambda c: JobResources(c.workers, cpus_per_worker=2, gpus_per_worker=c.gpus_per_worker),
     ))
 
-`vidistill submit-job distill --help` then lists the fields as options.
+`vidistill submit-job extract-features --help` then lists the fields as options. The config
+is parsed once, by `submit-job`; the queue stores its JSON and the driver loads it once.
 Inside `run`, `vidistill.platform.kinds.driver.current_job()` tells the job id
 and attempt, and `report_mlflow_run(run_id)` records the MLflow run on the job
 (shown by `vidistill jobs show`).
+
+A new distillation method is not a kind: it is a plug-in under `trainers/methods/`, which
+the training and tuning kinds pick up through the methods registry.
 
 Kinds kept outside this package (a site's own, or a test's) are imported from
 the comma-separated module names in VIDISTILL_KIND_MODULES; those modules must
@@ -74,7 +76,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from vidistill.platform.kinds.config import ConfigError, config_to_dict, parse_config
+from vidistill.trainers.schema import ConfigError, dump, parse
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,11 @@ class JobKind:
 
     def parse(self, data: Mapping[str, Any] | None):
         """The typed config, or ConfigError naming this kind, the field and the reason."""
-        try:
-            return parse_config(self.config_class, data)
-        except ConfigError as error:
-            raise error.for_kind(self.name) from None
+        return parse(self.config_class, data, kind=self.name)
+
+    def trusted(self, data: Mapping[str, Any]):
+        """The config as stored at submission, without checking it again (the dispatcher's view)."""
+        return self.config_class.model_construct(**data)
 
     def validated(self, data: Mapping[str, Any] | None) -> tuple[dict[str, Any], JobResources]:
         """(normalised JSON config, resources) for a submission; raises ConfigError."""
@@ -140,7 +143,7 @@ class JobKind:
             raise error.for_kind(self.name) from None
         if self.driver_is_worker and resources.num_workers != 1:
             raise ConfigError("num_workers", "a kind whose driver is its worker has exactly one", self.name)
-        return config_to_dict(config), resources
+        return dump(config), resources
 
 
 class UnknownKind(KeyError):

@@ -6,23 +6,21 @@ CUDA_VISIBLE_DEVICES to the devices it got, as training platforms do for a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import Field
 
 from vidistill.platform.kinds import JobKind, JobResources, register
-from vidistill.platform.kinds.config import ConfigError
+from vidistill.platform.kinds.config import ConfigError, Schema
 
 
-@dataclass
-class CommandConfig:
-    command: str = field(metadata={"help": "shell command line to run, e.g. 'python train.py --lr 0.1'"})
-    cpus: float = field(default=1.0, metadata={"help": "CPUs reserved for it (fractions allowed)"})
-    gpus: float = field(default=0.0, metadata={"help": "GPUs reserved for it (0.5 = half a GPU; above 1, whole GPUs)"})
-    workdir: str | None = field(
-        default=None, metadata={"help": "directory to run in (the CLI fills in the directory you submit from)"}
+class CommandConfig(Schema):
+    command: str = Field(description="shell command line to run, e.g. 'python train.py --lr 0.1'")
+    cpus: float = Field(1.0, description="CPUs reserved for it (fractions allowed)")
+    gpus: float = Field(0.0, description="GPUs reserved for it (0.5 = half a GPU; above 1, whole GPUs)")
+    workdir: str | None = Field(None, description="directory to run in (the CLI fills in the directory you submit from)"
     )
-    env: dict[str, str] = field(default_factory=dict, metadata={"help": "extra environment variables"})
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not self.command.strip():
             raise ConfigError("command", "must not be empty")
         if self.cpus < 0:

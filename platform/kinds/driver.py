@@ -2,7 +2,7 @@
 
 The dispatcher starts ``python -m vidistill.platform.kinds.driver`` with
 VIDISTILL_JOB_KIND and VIDISTILL_JOB_CONFIG (JSON) in the environment; `main`
-rebuilds the typed config and calls the kind's `run(config)`. Code running
+parses the stored config (once, in this process) and calls the kind's `run(config)`. Code running
 there may call `current_job()` and `report_mlflow_run(run_id)`.
 """
 from __future__ import annotations

@@ -7,36 +7,30 @@ overrides, resolved at submission like the training kinds'.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from pydantic import Field
 
 from vidistill.platform.kinds import JobKind, JobResources, register
-from vidistill.platform.kinds.config import ConfigError
-from vidistill.platform.kinds.training import resolve_train_config
+from vidistill.platform.kinds.config import ConfigError, Schema
+from vidistill.platform.kinds.training import NOT_AN_OPTION, resolve_train_config
+from vidistill.trainers.config import DataConfig, TrainConfig
 
 
-@dataclass
-class EvaluateJobConfig:
-    models: list[str] = field(metadata={
-        "help": "registry URI of a model to evaluate, models:/NAME/VERSION or models:/NAME@ALIAS; "
-                "two or more are also fused"})
-    prepared: str | None = field(default=None, metadata={"help": "prepared data set folder; sets data.prepared"})
-    root: str | None = field(default=None, metadata={"help": "source data set folder (its test list); sets data.root"})
-    layout: str | None = field(default=None, metadata={"help": "the source's layout; sets data.layout"})
-    train_config: str | None = field(default=None, metadata={
-        "help": "YAML/TOML training config whose data section to use (clip length, test clips per video...)"})
-    set: list[str] = field(default_factory=list, metadata={
-        "help": "dotted override of the data section, e.g. data.test_clips_per_video=10"})
-    fuse: list[str] = field(default_factory=list, metadata={
-        "help": "models to fuse, as 0-based positions in --models joined by +, e.g. 0+2 "
-                "[default: all of them, when two or more]"})
-    batch_size: int = field(default=8, metadata={"help": "clips per forward pass"})
-    gpus: float = field(default=0.0, metadata={"help": "GPUs for the evaluation (0: CPU)"})
-    resolved: dict[str, Any] = field(default_factory=dict, metadata={
-        "cli": False, "help": "filled in at submission: the data section the job evaluates on"})
+class EvaluateJobConfig(Schema):
+    models: list[str] = Field(description="registry URI of a model to evaluate, models:/NAME/VERSION or models:/NAME@ALIAS; "
+                "two or more are also fused")
+    prepared: str | None = Field(None, description="prepared data set folder; sets data.prepared")
+    root: str | None = Field(None, description="source data set folder (its test list); sets data.root")
+    layout: str | None = Field(None, description="the source's layout; sets data.layout")
+    train_config: str | None = Field(None, description="YAML/TOML training config whose data section to use (clip length, test clips per video...)")
+    set: list[str] = Field(default_factory=list, description="dotted override of the data section, e.g. data.test_clips_per_video=10")
+    fuse: list[str] = Field(default_factory=list, description="models to fuse, as 0-based positions in --models joined by +, e.g. 0+2 "
+                "[default: all of them, when two or more]")
+    batch_size: int = Field(8, description="clips per forward pass")
+    gpus: float = Field(0.0, description="GPUs for the evaluation (0: CPU)")
+    resolved: DataConfig | None = Field(None, json_schema_extra=NOT_AN_OPTION, description=
+        "filled in at submission: the data section the job evaluates on")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not self.models:
             raise ConfigError("models", "give at least one registry URI, e.g. --models models:/ucf101-student-rgb/1")
         for uri in self.models:
@@ -55,7 +49,7 @@ class EvaluateJobConfig:
             raise ConfigError("batch_size", f"must be at least 1, got {self.batch_size}")
         if self.gpus < 0 or self.gpus > 1:
             raise ConfigError("gpus", f"one evaluation uses at most one GPU, got {self.gpus}")
-        if not self.resolved:
+        if self.resolved is None:
             others = [item for item in self.set if not item.startswith("data.")]
             if others:
                 raise ConfigError("set", f"{others[0]!r}: evaluation takes data.* overrides only")
@@ -63,19 +57,20 @@ class EvaluateJobConfig:
             overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + list(self.set)
             # The data section is checked as part of a whole training config (role rgb: no teacher).
             config = resolve_train_config(self.train_config, ["role=rgb", *overrides])
-            self.resolved = dataclasses.asdict(config.data)
-        else:
-            resolve_train_config(None, ["role=rgb"], base={"data": self.resolved})
+            self.resolved = config.data
+        else:  # the data section is checked as part of a whole training config (role rgb: no teacher)
+            try:
+                TrainConfig(role="rgb", data=self.resolved).check()
+            except ConfigError as error:
+                raise error.under("resolved") from None
 
     def fusions(self) -> list[list[str]] | None:
         if not self.fuse:
             return None
         return [[self.models[int(part)] for part in group.split("+")] for group in self.fuse]
 
-    def data_config(self):
-        from vidistill.trainers.config import DataConfig, from_dict
-
-        return from_dict(self.resolved, DataConfig, "data.")
+    def data_config(self) -> DataConfig:
+        return self.resolved
 
 
 def run_evaluation(config: EvaluateJobConfig) -> None:

@@ -6,30 +6,27 @@ mounts at the same path). Resumable: a retried job skips the videos already fini
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import Field
 from typing import Literal
 
 from vidistill.platform.kinds import JobKind, JobResources, register
-from vidistill.platform.kinds.config import ConfigError
+from vidistill.platform.kinds.config import ConfigError, Schema
 
 
-@dataclass
-class PrepareJobConfig:
-    root: str = field(metadata={"help": "source data set folder"})
-    out: str = field(metadata={"help": "folder for the rawframes and manifest.json (rerun into it to resume)"})
-    layout: str = field(default="generic", metadata={"help": "ucf101 | hmdb51 | egtea | ssv2 | generic"})
-    split: int = field(default=1, metadata={"help": "official split 1-3 where the data set has them"})
-    subset: str = field(default="all", metadata={"help": "which subset to prepare (train, test...); all = every one"})
-    flow: Literal["tvl1", "farneback", "none"] = field(default="tvl1", metadata={
-        "help": "optical flow: tvl1 (the paper's, ~1 s per 320x256 pair on a CPU core), farneback (fast), none"})
-    bound: float = field(default=20.0, metadata={"help": "flow is clipped to +-bound pixels before quantising"})
-    fps: float = field(default=24.0, metadata={"help": "frame rate every video is resampled to"})
-    width: int = field(default=320, metadata={"help": "frame width"})
-    height: int = field(default=256, metadata={"help": "frame height"})
-    cpus: int = field(default=2, metadata={
-        "help": "CPUs reserved for it on the cluster: videos are prepared this many at a time"})
+class PrepareJobConfig(Schema):
+    root: str = Field(description="source data set folder")
+    out: str = Field(description="folder for the rawframes and manifest.json (rerun into it to resume)")
+    layout: str = Field("generic", description="ucf101 | hmdb51 | egtea | ssv2 | generic")
+    split: int = Field(1, description="official split 1-3 where the data set has them")
+    subset: str = Field("all", description="which subset to prepare (train, test...); all = every one")
+    flow: Literal["tvl1", "farneback", "none"] = Field("tvl1", description="optical flow: tvl1 (the paper's, ~1 s per 320x256 pair on a CPU core), farneback (fast), none")
+    bound: float = Field(20.0, description="flow is clipped to +-bound pixels before quantising")
+    fps: float = Field(24.0, description="frame rate every video is resampled to")
+    width: int = Field(320, description="frame width")
+    height: int = Field(256, description="frame height")
+    cpus: int = Field(2, description="CPUs reserved for it on the cluster: videos are prepared this many at a time")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         from vidistill.datasets.layouts import layout_names
 
         if self.layout not in layout_names():
@@ -45,16 +42,16 @@ class PrepareJobConfig:
 
 
 def run_prepare(config: PrepareJobConfig) -> None:
-    import ray
-
     from vidistill.datasets.layouts import DatasetConfig, list_all_videos, list_videos
     from vidistill.datasets.prepare import PrepareConfig, prepare_dataset
 
     source = DatasetConfig(root=config.root, layout=config.layout, split=config.split)
     listing = list_all_videos(source) if config.subset == "all" else list_videos(source, config.subset)
+    from vidistill.datasets.ray_session import connect_ray
+
     # Inside a Ray job RAY_ADDRESS names the cluster: prepare_dataset uses it rather than
     # starting a Ray of its own.
-    ray.init(address="auto", configure_logging=False)
+    connect_ray()
 
     def show(progress) -> None:
         eta = f"{progress.eta_s:.0f} s" if progress.eta_s is not None else "?"
