@@ -24,7 +24,6 @@ continues under the new owner; only a Ray job that is gone is re-queued.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -38,10 +37,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from filelock import FileLock
+
 from vidistill.platform.kinds import get_kind
 from vidistill.platform.queue import ErrorKind, Job, JobQueue, JobState
 from vidistill.platform.ray_cluster import ClusterUnavailable, RayCluster, RayJobState, connect_cluster
-from vidistill.platform.settings import Settings
+from vidistill.platform.processes import runs_module
+from vidistill.platform.settings import Settings, redact_url, write_private_file
 
 log = logging.getLogger("vidistill.dispatcher")
 
@@ -94,7 +96,7 @@ class Dispatcher:
     def serve(self) -> None:
         """Run passes until `stop()` (or SIGTERM/SIGINT through `serve_forever`)."""
         self.queue.register_dispatcher(self.id, socket.gethostname(), os.getpid(), self.cluster.address)
-        log.info("dispatcher %s serving queue %s on Ray %s", self.id, _safe_url(self.settings.db_url),
+        log.info("dispatcher %s serving queue %s on Ray %s", self.id, redact_url(self.settings.db_url),
                  self.cluster.address)
         # Heartbeats run beside the passes, so a slow pass (many submissions, a
         # slow Ray) is not mistaken for a dead dispatcher.
@@ -319,23 +321,6 @@ def queue_access_env(settings: Settings) -> dict[str, str]:
     return {"VIDISTILL_DB_URL": "", "VIDISTILL_DB_URL_FILE": str(path)}
 
 
-def write_private_file(path: Path, content: str) -> Path:
-    """Write `content` to `path` readable by this user only (folder 0700, file 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    try:
-        if path.read_text() == content:
-            return path
-    except OSError:
-        pass
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(content)
-    os.replace(temporary, path)  # atomic: a job never reads half a file
-    return path
-
-
 def _note(job: Job, text: str) -> None:
     """Append a line to the job's log, when that file is on this machine."""
     if not job.log_path or not Path(job.log_path).parent.is_dir():
@@ -343,12 +328,6 @@ def _note(job: Job, text: str) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     with open(job.log_path, "a") as handle:
         handle.write(f"=== {stamp}: {text}\n")
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def serve_forever(settings: Settings | None = None, *, retry_every: float = 5.0) -> None:
@@ -380,8 +359,7 @@ def ensure_dispatcher(settings: Settings) -> int | None:
         return None
     settings.home.mkdir(parents=True, exist_ok=True)
     pid_file = settings.home / "dispatcher.pid"
-    with open(settings.home / "dispatcher.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(settings.home / "dispatcher.lock"):
         # One started moments ago may not have registered yet.
         if _alive(pid_file) or queue.live_dispatchers():
             return None
@@ -399,11 +377,9 @@ def ensure_dispatcher(settings: Settings) -> int | None:
 def _alive(pid_file: Path) -> bool:
     try:
         pid = int(pid_file.read_text())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return False
-    with open(f"/proc/{pid}/cmdline", "rb") as handle:  # not a recycled pid
-        return b"vidistill.platform.dispatcher" in handle.read()
+    return runs_module(pid, "vidistill.platform.dispatcher")
 
 
 if __name__ == "__main__":

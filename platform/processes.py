@@ -1,35 +1,38 @@
-"""Process-tree helpers (Linux /proc), shared by the job entrypoint and the Ray head helpers."""
+"""Process helpers (psutil), shared by the job entrypoint, the dispatcher and the Ray head helpers."""
 from __future__ import annotations
 
 import ctypes
 import os
 import signal
 
+import psutil
+
 _PR_SET_CHILD_SUBREAPER = 36
 
 
 def descendants(pid: int) -> list[int]:
     """All live processes below `pid`, parents before their children."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found, frontier = [], [pid]
-    while frontier:
-        next_frontier = []
-        for parent in frontier:
-            for child in children.get(parent, []):
-                found.append(child)
-                next_frontier.append(child)
-        frontier = next_frontier
-    return found
+    try:
+        # psutil lists breadth-first, so parents come before their children.
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is alive and not a zombie waiting to be reaped."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def runs_module(pid: int, module: str) -> bool:
+    """Whether `pid` is alive and runs `python -m module` (not a recycled pid)."""
+    try:
+        return module in psutil.Process(pid).cmdline() and running(pid)
+    except psutil.Error:
+        return False
 
 
 def kill_all(pids, sig: int = signal.SIGKILL) -> None:

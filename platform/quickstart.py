@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from vidistill.platform.cli.common import text_table
 from vidistill.platform.pipeline import PipelineJobs, PipelineSpec, submit_pipeline
 from vidistill.platform.queue import JobNotFound, JobQueue
 from vidistill.platform.settings import Settings
@@ -243,13 +244,12 @@ def _results(queue: JobQueue, jobs: PipelineJobs, reused: bool) -> QuickstartRes
 
 def format_results(result: QuickstartResult) -> str:
     lines = ["", "Results on the synthetic motion benchmark (video-level, test split):", ""]
-    header = f"  {'model':<36} {'top-1':>6} {'mean cls':>8} {'clips/s':>8} {'clips/s incl. flow':>19}  registered as"
-    lines.append(header)
-    for row in result.rows:
-        speed = f"{row.clips_per_second:8.1f}" if row.clips_per_second else f"{'-':>8}"
-        with_flow = f"{row.clips_per_second_with_flow:19.2f}" if row.clips_per_second_with_flow else \
-            f"{'(needs no flow)':>19}"
-        lines.append(f"  {row.label:<36} {row.top1:6.3f} {row.mean_class_accuracy:8.3f} {speed} {with_flow}  {row.uri}")
+    rows = [[row.label, f"{row.top1:.3f}", f"{row.mean_class_accuracy:.3f}",
+             f"{row.clips_per_second:.1f}" if row.clips_per_second else "-",
+             f"{row.clips_per_second_with_flow:.2f}" if row.clips_per_second_with_flow else "(needs no flow)", row.uri]
+            for row in result.rows]
+    numbers = ("top-1", "mean cls", "clips/s", "clips/s incl. flow")
+    lines.append(text_table(["model", *numbers, "registered as"], rows, indent=2, right=numbers))
     if result.flow:
         lines.append("")
         lines.append(f"  Flow: {result.flow['method']}, {result.flow['seconds_per_pair'] * 1000:.1f} ms per frame pair "

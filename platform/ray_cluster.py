@@ -25,7 +25,6 @@ a local token is never sent to another host).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import socket
@@ -35,7 +34,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidistill.platform.processes import descendants, kill_all
+from filelock import FileLock
+
+from vidistill.platform.processes import descendants, kill_all, running
 from vidistill.platform.queue import Capacity
 from vidistill.platform.settings import Settings
 
@@ -200,8 +201,7 @@ def connect_cluster(settings: Settings, *, start: bool = True) -> RayCluster:
         )
     ray_dir = settings.home / "ray"
     ray_dir.mkdir(parents=True, exist_ok=True)
-    with open(ray_dir / "start.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(ray_dir / "start.lock"):
         if not dashboard_is_up(address):
             process = start_local_head(
                 dashboard_port=settings.ray_dashboard_port,
@@ -334,11 +334,7 @@ def stop_local_head(process: subprocess.Popen | int, grace: float = 5.0) -> None
 def _running(process: subprocess.Popen | int) -> bool:
     if isinstance(process, subprocess.Popen):
         return process.poll() is None
-    try:
-        with open(f"/proc/{process}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return running(process)
 
 
 def stop_started_head(settings: Settings) -> int | None:

@@ -26,6 +26,9 @@ cluster just by setting variables:
   VIDISTILL_ADMIN          1 lets `jobs cancel/retry --force` act on other
                            owners' jobs (default 0: only your own).
 
+The home folder's default, redaction and credential files live in vidistill.trainers.settings
+(training needs them without the platform); this module adds the queue's and Ray's settings.
+
 Credentials are never part of the code or of these defaults: they come from the
 environment or from files (VIDISTILL_DB_URL_FILE, PGPASSFILE, Ray's
 RAY_AUTH_TOKEN_PATH, MLflow's MLFLOW_TRACKING_USERNAME/PASSWORD or
@@ -33,11 +36,12 @@ RAY_AUTH_TOKEN_PATH, MLflow's MLFLOW_TRACKING_USERNAME/PASSWORD or
 """
 from __future__ import annotations
 
-import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from vidistill.trainers.settings import (read_secret_file, scrub_credentials, vidistill_home,  # noqa: F401
+                                        write_private_file)
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
-        home = Path(env.get("VIDISTILL_HOME") or Path.home() / ".vidistill").expanduser()
+        home = vidistill_home(env)
         db_url_file = Path(env["VIDISTILL_DB_URL_FILE"]).expanduser() if env.get("VIDISTILL_DB_URL_FILE") else None
         if db_url_file is not None and env.get("VIDISTILL_DB_URL"):
             raise ValueError("both VIDISTILL_DB_URL and VIDISTILL_DB_URL_FILE are set; set one of them")
@@ -95,29 +99,9 @@ def _flag(env, name: str, default: bool) -> bool:
     return raw.strip().lower() not in ("0", "false", "no", "off")
 
 
-def read_secret_file(path: Path, variable: str) -> str:
-    """The stripped content of a credentials file; warns when others may read it."""
-    try:
-        text = Path(path).read_text().strip()
-        mode = Path(path).stat().st_mode
-    except OSError as error:
-        raise ValueError(f"{variable}={path} cannot be read: {error.strerror}") from None
-    if not text:
-        raise ValueError(f"{variable}={path} is empty")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logging.getLogger("vidistill.settings").warning(
-            "%s: %s is readable by group or others; `chmod 600` it", variable, path)
-    return text
-
-
 def redact_url(url: str) -> str:
     """`url` with its password replaced by ***; other strings unchanged."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return scrub_credentials(url)
 
 
 def redact(text: str, *urls: str) -> str:

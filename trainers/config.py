@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from vidistill.trainers.schema import ConfigError, Schema, apply_overrides, dump, load, parse, read_config_file
+from vidistill.trainers.schema import ConfigError, Schema, apply_overrides, dump, load, parse, read_config_file  # noqa: F401
 
 ROLES = ("teacher", "rgb", "distill")
 OBJECTIVES = ("attention", "feature", "logit")

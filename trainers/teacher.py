@@ -51,6 +51,22 @@ def pin_teacher(uri: str) -> str:
     return f"models:/{entry.name}/{entry.version}"
 
 
+def pin_run_teacher(config, run_id: str | None = None):
+    """The config with its teacher pinned to one registry version: the one place a run decides it.
+
+    A resumed run keeps the version it started with (its MLflow tag), so moving an alias
+    meanwhile changes nothing; every other step (the run's tags, loading the teacher, a Tune
+    search's trials) uses the pinned URI this returns. Configs without a teacher pass through.
+    """
+    if config.role != "distill":
+        return config
+    from vidistill.trainers import tracking
+
+    started_with = tracking.configure().get_run(run_id).data.tags.get(tracking.TAG_TEACHER) if run_id else None
+    teacher = started_with or pin_teacher(config.distill.teacher)
+    return config.model_copy(update={"distill": config.distill.model_copy(update={"teacher": teacher})})
+
+
 def load_teacher(uri: str, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Load a registered flow teacher, frozen and in eval mode."""
     import mlflow

@@ -13,7 +13,6 @@ hash, the code version, and the run's role and attention variant.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,6 +21,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from vidistill.trainers.config import TrainConfig
+from vidistill.trainers.settings import REDACTED, scrub_credentials, vidistill_home  # noqa: F401 (re-exported)
 
 TAG_TEACHER = "vidistill.teacher"  # models:/NAME/VERSION the student learned from
 TAG_DATASET = "vidistill.dataset_manifest"  # sha256 of the prepared data's manifest
@@ -31,37 +31,10 @@ TAG_ATTENTION = "vidistill.attention"
 TAG_OBJECTIVE = "vidistill.objective"
 
 
-# `scheme://user:password@host`: the password part; and credential-like query parameters
-# (`?token=...`, presigned S3 URLs' X-Amz-Signature, ...).
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):(?P<secret>[^/\s@]+)@")
-_SECRET_QUERY = re.compile(
-    r"(?P<head>[?&](?:password|passwd|pwd|token|access_token|secret|api_key|apikey|key|sig|signature"
-    r"|x-amz-signature|x-amz-credential|x-amz-security-token)=)(?P<secret>[^&#\s]+)", re.IGNORECASE)
-REDACTED = "***"
-
-
-def scrub_credentials(value):
-    """`value` with URL passwords and credential query parameters replaced by ***.
-
-    MLflow params and tags are readable by everyone who can read the run (and
-    are shown in the UI), so config values that are URLs (a data path like
-    https://user:pass@host/..., a presigned object-store URL) lose their secrets
-    before they are logged. Non-strings are returned unchanged.
-    """
-    if not isinstance(value, str):
-        return value
-    value = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", value)
-    return _SECRET_QUERY.sub(lambda m: f"{m['head']}{REDACTED}", value)
-
-
 def log_params(client: MlflowClient, run_id: str, params: dict) -> None:
     """Log params with credentials scrubbed (see scrub_credentials); None as ''."""
     for key, value in params.items():
         client.log_param(run_id, key, "" if value is None else scrub_credentials(value))
-
-
-def vidistill_home() -> Path:
-    return Path(os.environ.get("VIDISTILL_HOME") or Path.home() / ".vidistill").expanduser()
 
 
 def tracking_uri() -> str:
@@ -88,20 +61,16 @@ def _create_sqlite_store_once(path: Path, uri: str) -> None:
     (a pipeline's teacher and RGB baseline) would run the migrations side by side and one
     fails ("expected to match one row ... in 'alembic_version'").
     """
-    import fcntl
+    from filelock import FileLock
 
     if uri in _CREATED_STORES:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    with FileLock(path.with_name(path.name + ".lock")):
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-            SqlAlchemyStore(uri, (vidistill_home() / "mlartifacts").as_uri())  # migrates if needed
-            _CREATED_STORES.add(uri)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        SqlAlchemyStore(uri, (vidistill_home() / "mlartifacts").as_uri())  # migrates if needed
+        _CREATED_STORES.add(uri)
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -157,10 +126,8 @@ def create_run(config: TrainConfig, run_name: str | None = None, parent_run_id: 
     """
     client = configure()
     tags = {TAG_ROLE: config.role, TAG_ATTENTION: config.model.attention, TAG_CODE: code_version()}
-    if config.role == "distill":
-        from vidistill.trainers.teacher import pin_teacher
-
-        tags.update({TAG_TEACHER: pin_teacher(config.distill.teacher), TAG_OBJECTIVE: config.distill.objective})
+    if config.role == "distill":  # pinned by the caller (teacher.pin_run_teacher)
+        tags.update({TAG_TEACHER: config.distill.teacher, TAG_OBJECTIVE: config.distill.objective})
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id(client, config.experiment), run_name=run_name or registered_name(config),

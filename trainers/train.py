@@ -35,7 +35,7 @@ from vidistill.trainers.data import MODALITY, clip_loader, open_splits
 from vidistill.trainers.losses import DISTILLATION_OBJECTIVES, TeacherSignals, attention_distillation_loss, \
     recognition_loss
 from vidistill.trainers.models import create_model, create_student, create_teacher
-from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, pin_teacher, state_digest
+from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, pin_run_teacher, state_digest
 
 CHECKPOINT_FILE = "state.pt"
 # Digests of the teacher's weights and buffers as the workers loaded it and after the last epoch.
@@ -82,11 +82,7 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if config.role == "distill":
-        # The exact teacher version: the one this run started with when it resumes.
-        started_with = tracking.configure().get_run(run_id).data.tags.get(tracking.TAG_TEACHER) if run_id else None
-        teacher = started_with or pin_teacher(config.distill.teacher)
-        config = config.model_copy(update={"distill": config.distill.model_copy(update={"teacher": teacher})})
+    config = pin_run_teacher(config, run_id)  # the exact teacher version (kept when it resumes)
     # Everything that can be wrong is found here, before a worker starts: the data, the model
     # and its pretrained weights, and the teacher.
     splits = open_splits(config.data)

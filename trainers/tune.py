@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prettytable import PrettyTable, TableStyle
+
 from vidistill.datasets.ray_session import connect_ray
 from vidistill.trainers import tracking
 from vidistill.trainers.config import ConfigError, TrainConfig, from_dict, read_config_file, worker_resources
@@ -294,7 +296,7 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from vidistill.trainers.data import open_splits
-    from vidistill.trainers.teacher import pin_teacher
+    from vidistill.trainers.teacher import pin_run_teacher
 
     space = space or default_space(base.role)
     if trials < 1:
@@ -302,9 +304,7 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
     if max_concurrent < 1:
         raise ConfigError("max_concurrent", f"must be at least 1, got {max_concurrent}")
     check_space(base, space)
-    if base.role == "distill":  # every trial learns from the same teacher version
-        base = base.model_copy(update={"distill": base.distill.model_copy(
-            update={"teacher": pin_teacher(base.distill.teacher)})})
+    base = pin_run_teacher(base)  # every trial learns from the same teacher version
     use_gpu = gpus_per_worker > 0
     base = base.model_copy(update={"register": False, "use_gpu": use_gpu})  # the best one is registered here
     splits = open_splits(base.data)
@@ -534,12 +534,13 @@ def _close_trial_runs(client, parent: str, experiment: str, rows: list[TrialRow]
 def results_table(rows: list[TrialRow], space: SearchSpace) -> str:
     keys = space.searched
     head = ["trial", "status", "epochs", "val_accuracy", "val_loss", "best_val_accuracy", *map(_short, keys), "run"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = PrettyTable(head)
+    table.set_style(TableStyle.MARKDOWN)
+    table.align = "l"
     for r in sorted(rows, key=lambda r: (r.score is None, -(r.score or 0))):
-        cells = [r.trial_id, r.status, str(r.epochs), _fmt(r.val_accuracy), _fmt(r.val_loss),
-                 _fmt(r.best_val_accuracy), *(_fmt(r.params.get(k)) for k in keys), r.run_id or ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.add_row([r.trial_id, r.status, str(r.epochs), _fmt(r.val_accuracy), _fmt(r.val_loss),
+                       _fmt(r.best_val_accuracy), *(_fmt(r.params.get(k)) for k in keys), r.run_id or ""])
+    return table.get_string()
 
 
 def _csv(rows: list[TrialRow], space: SearchSpace) -> str:

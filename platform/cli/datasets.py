@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from vidistill.platform.cli.common import text_table
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -122,13 +124,10 @@ def describe_command(config_file, root, layout, split, annotations, videos, all_
         ", splits 1-3" if all_splits else f", split {description['split']}")
     click.echo(f"{description['root']}  ({description['layout']}{split_text}, "
                f"{len(description['classes'])} classes)")
-    width = max([len("class")] + [len(name) for name in description["classes"]])
-    click.echo(f"  {'#':>4}  {'class':<{width}}" + "".join(f"  {title:>10}" for title in titles))
-    for index, name in enumerate(description["classes"]):
-        counts = "".join(f"  {per_split[s]['subsets'][subset]['per_class'][name]:>10}" for s, subset in columns)
-        click.echo(f"  {index:>4}  {name:<{width}}{counts}")
-    totals = "".join(f"  {per_split[s]['subsets'][subset]['videos']:>10}" for s, subset in columns)
-    click.echo(f"  {'':>4}  {'total':<{width}}{totals}")
+    rows = [[index, name, *(per_split[s]["subsets"][subset]["per_class"][name] for s, subset in columns)]
+            for index, name in enumerate(description["classes"])]
+    rows.append(["", "total", *(per_split[s]["subsets"][subset]["videos"] for s, subset in columns)])
+    click.echo(text_table(["#", "class", *titles], rows, indent=2, right=("#", *titles)))
 
 
 def _print_progress(progress) -> None:

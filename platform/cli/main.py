@@ -7,9 +7,11 @@ import click
 
 from vidistill.platform.cli.models import check_models
 from vidistill.platform.cli.datasets import datasets
-from vidistill.platform.cli.jobs import cluster, dispatcher, jobs, submit_job
+from vidistill.platform.cli.cluster import cluster, dispatcher
+from vidistill.platform.cli.jobs import jobs
 from vidistill.platform.cli.pipeline import pipeline
 from vidistill.platform.cli.quickstart import quickstart
+from vidistill.platform.cli.submit import submit_job
 from vidistill.platform.cli.ui import ui
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vidistill.platform.cli.jobs import _maybe_start_dispatcher, _print_json, _queue
+from vidistill.platform.cli.common import _maybe_start_dispatcher, _print_json, _queue
 from vidistill.platform.kinds import ConfigError
 from vidistill.platform.queue import JobNotFound
 

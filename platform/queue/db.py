@@ -9,7 +9,6 @@ SQLite file.
 """
 from __future__ import annotations
 
-import fcntl
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
@@ -151,9 +151,5 @@ def _migration_lock(engine: Engine):
                 conn.commit()
     else:
         lock_path = Path(engine.url.database).expanduser().with_suffix(".migrate.lock")
-        with open(lock_path, "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(lock_path):
+            yield
