@@ -294,8 +294,9 @@ class Dispatcher:
         if job.mlflow_run_id:
             # A retry continues the run (and checkpoints) of the attempt that died.
             env["VIDISTILL_JOB_MLFLOW_RUN_ID"] = job.mlflow_run_id
-        if os.environ.get("VIDISTILL_KIND_MODULES"):
-            env["VIDISTILL_KIND_MODULES"] = os.environ["VIDISTILL_KIND_MODULES"]
+        for name in ("VIDISTILL_KIND_MODULES", "VIDISTILL_METHOD_MODULES"):  # plug-ins outside the package
+            if os.environ.get(name):
+                env[name] = os.environ[name]
         return entrypoint, env
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
 from vidistill.trainers.schema import ConfigError, Schema, apply_overrides, dump, load, parse, read_config_file  # noqa: F401
 
 ROLES = ("teacher", "rgb", "distill")
-OBJECTIVES = ("attention", "feature", "logit")
 
 
 # `register` is a field of TrainConfig (register the model or not) and also a classmethod that
@@ -65,7 +65,9 @@ class OptimConfig(Schema):
 
 class DistillConfig(Schema):
     teacher: str = Field("", description="MLflow model URI: models:/NAME/VERSION or models:/NAME@ALIAS")
-    objective: str = Field("attention", description="attention (Eq. 8) | feature | logit")
+    objective: str = Field("attention", description=
+        "distillation method, by its name in the methods registry (trainers/methods/): attention (Eq. 8), "
+        "feature, logit, ...")
     lambda1: float = 1.0
     lambda2: float | None = Field(None, description="None: 1 / (T * H * W) of the attention grid")
     feature_weight: float = 50.0
@@ -74,6 +76,9 @@ class DistillConfig(Schema):
     # Attention distillation reads the teacher's maps from a cache computed once per video
     # instead of running the teacher at every step (see trainers/teacher.py); false runs it live.
     cache_teacher_maps: bool = True
+    # The method's own section, checked by the schema the method declares (methods.Method.options).
+    options: dict[str, Any] = Field(default_factory=dict, description="the method's own options, e.g. "
+                                    "distill.options.weight=2 (see its module under trainers/methods/)")
 
 
 class TrainConfig(Schema):
@@ -100,12 +105,17 @@ class TrainConfig(Schema):
             fail("data.prepared", "the prepared data set folder is required (see `vidistill datasets prepare`)")
         if not self.data.root:
             fail("data.root", "the source data set folder is required: its split lists say which videos train and test")
-        if self.distill.objective not in OBJECTIVES:
-            fail("distill.objective", f"must be one of {', '.join(OBJECTIVES)}, not {self.distill.objective!r}")
+        from vidistill.trainers.methods import get_method, list_methods
+
+        if self.distill.objective not in list_methods():
+            fail("distill.objective", f"must be one of {', '.join(list_methods())}, not {self.distill.objective!r}")
+        method = get_method(self.distill.objective)
         if self.role == "distill" and not self.distill.teacher:
             fail("distill.teacher", "a student needs its teacher's MLflow model URI, e.g. models:/ucf101-teacher-flow/1")
-        if self.role == "distill" and self.distill.objective == "attention" and self.model.attention == "none":
-            fail("model.attention", "attention distillation needs an attention variant, not 'none'")
+        if self.role == "distill" and method.student == "attention" and self.model.attention == "none":
+            fail("model.attention", f"{method.name} distillation needs an attention variant, not 'none'")
+        if self.role == "distill":
+            method.parse_options(self.distill.options)
         for name, value in (("epochs", self.epochs), ("batch_size", self.batch_size),
                             ("num_workers", self.num_workers), ("data.clip_length", self.data.clip_length)):
             if value < 1:

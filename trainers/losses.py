@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -182,10 +181,3 @@ def logit_distillation_loss(
     total = (1 - alpha) * ce + alpha * soft + weighted_prior
     return LossTerms(total, {"ce": ce, "logit_kl": soft, "prior_kl": prior})
 
-
-# Distillation objectives by the name a config uses.
-DISTILLATION_OBJECTIVES: dict[str, Callable[..., LossTerms]] = {
-    "attention": attention_distillation_loss,
-    "feature": feature_distillation_loss,
-    "logit": logit_distillation_loss,
-}

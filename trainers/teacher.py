@@ -89,14 +89,17 @@ def state_digest(model: torch.nn.Module) -> str:
 
 def check_teacher_fits(teacher: torch.nn.Module, student: torch.nn.Module, clip_shape: tuple[int, int, int],
                        objective: str, uri: str = "the teacher") -> None:
-    """Refuse, with the reason, a teacher that cannot supply what the objective reads."""
+    """Refuse, with the reason, a teacher that cannot supply the signals the method `objective` reads."""
+    from vidistill.trainers.methods import get_method
+
+    signals = get_method(objective).signals
     t, h, w = clip_shape
     if getattr(teacher, "in_channels", 2) != 2:
         raise TeacherMismatchError(f"{uri} takes {teacher.in_channels}-channel input; a teacher reads 2-channel flow")
     with torch.device("meta"):
         flow, rgb = torch.empty(1, 2, t, h, w), torch.empty(1, 3, t, h, w)
     teacher_out, student_out = _meta_forward(teacher, flow), _meta_forward(student, rgb)
-    if objective == "attention":
+    if "maps" in signals:
         if len(teacher_out.attention) != 1:
             raise TeacherMismatchError(
                 f"{uri} has {len(teacher_out.attention)} attention maps; attention distillation needs a teacher "
@@ -109,12 +112,12 @@ def check_teacher_fits(teacher: torch.nn.Module, student: torch.nn.Module, clip_
                 f"{uri}'s attention grid {teacher_grid} does not match the student's {student_grid} for "
                 f"{t}x{h}x{w} clips: use a teacher with the student's backbone"
             )
-    elif objective == "feature" and teacher_out.features.shape != student_out.features.shape:
+    if "features" in signals and teacher_out.features.shape != student_out.features.shape:
         raise TeacherMismatchError(
             f"{uri}'s block-5 features {tuple(teacher_out.features.shape[1:])} differ from the student's "
             f"{tuple(student_out.features.shape[1:])}: feature distillation needs the same width"
         )
-    elif objective == "logit" and teacher_out.logits.shape != student_out.logits.shape:
+    if "logits" in signals and teacher_out.logits.shape != student_out.logits.shape:
         raise TeacherMismatchError(
             f"{uri} predicts {teacher_out.logits.shape[1]} classes, the student {student_out.logits.shape[1]}"
         )

@@ -112,8 +112,9 @@ def registered_name(config: TrainConfig) -> str:
     if config.role == "teacher":
         return f"{dataset}-teacher-flow"
     if config.role == "distill":
-        return f"{dataset}-student-rgb" if config.distill.objective == "attention" else \
-            f"{dataset}-student-rgb-{config.distill.objective}"
+        from vidistill.trainers.methods import get_method
+
+        return f"{dataset}-student-rgb{get_method(config.distill.objective).suffix}"
     return f"{dataset}-rgb-{config.model.attention}"
 
 

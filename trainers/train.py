@@ -32,8 +32,8 @@ from vidistill.trainers import tracking
 from vidistill.trainers.attention_images import attention_grid, write_png
 from vidistill.trainers.config import TrainConfig, worker_resources
 from vidistill.trainers.data import MODALITY, clip_loader, open_splits
-from vidistill.trainers.losses import DISTILLATION_OBJECTIVES, TeacherSignals, attention_distillation_loss, \
-    recognition_loss
+from vidistill.trainers import methods
+from vidistill.trainers.losses import TeacherSignals, recognition_loss
 from vidistill.trainers.models import create_model, create_student, create_teacher
 from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, pin_run_teacher, state_digest
 
@@ -100,7 +100,7 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config, "run_id": run_id, "tracking_uri": tracking.tracking_uri(),
-                           "home": str(tracking.vidistill_home())},
+                           "env": {"VIDISTILL_HOME": str(tracking.vidistill_home()), **methods.environment()}},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      resources_per_worker=resources_per_worker or
                                      worker_resources(config).per_worker()),
@@ -150,7 +150,7 @@ def train_worker(args: dict) -> None:
     from mlflow.tracking import MlflowClient
 
     # The driver's stores, whatever environment the Ray cluster's processes were started with.
-    os.environ.update(VIDISTILL_HOME=args["home"], MLFLOW_TRACKING_URI=args["tracking_uri"])
+    os.environ.update(args["env"], MLFLOW_TRACKING_URI=args["tracking_uri"])
     config: TrainConfig = args["config"]  # parsed and checked by whoever called train()
     run_id = args["run_id"]
     context = ray.train.get_context()
@@ -166,7 +166,9 @@ def train_worker(args: dict) -> None:
     num_classes = len(splits.classes)
     per_worker = config.batch_size // world
     distill = config.role == "distill"
-    cache_maps = distill and config.distill.objective == "attention" and config.distill.cache_teacher_maps
+    method = methods.get_method(config.distill.objective) if distill else None
+    options = method.parse_options(config.distill.options) if distill else None
+    cache_maps = distill and method.map_cache and config.distill.cache_teacher_maps
     live_teacher = distill and not cache_maps
     modality = "paired" if live_teacher else MODALITY[config.role]
     input_key = "flow" if config.role == "teacher" else "rgb"
@@ -193,7 +195,6 @@ def train_worker(args: dict) -> None:
         if cache_maps:
             teacher_maps = TeacherMapCache.for_run(teacher, splits.train, config, device, rank, world)
             # From here on the teacher is only kept to show, at the end, that it did not change.
-    objective = DISTILLATION_OBJECTIVES[config.distill.objective] if distill else None
     # Fixed validation clips whose maps are drawn every epoch (rank 0; models with attention).
     image_batch = None
     if rank == 0 and config.model.attention != "none":
@@ -221,15 +222,10 @@ def train_worker(args: dict) -> None:
         if teacher_maps is not None:
             signals = TeacherSignals(motion_log_probs=teacher_maps.clip_log_probs(
                 batch["video_index"], batch["start"], batch["crop"], batch["flip"]).to(device))
-            return attention_distillation_loss(output, labels, signals, config.distill.lambda1,
-                                               config.distill.lambda2)
-        with torch.no_grad():
-            signals = TeacherSignals.from_output(teacher(batch["flow"].to(device, memory_format=memory_format)))
-        options = {"attention": dict(lambda1=config.distill.lambda1, lambda2=config.distill.lambda2),
-                   "feature": dict(weight=config.distill.feature_weight, lambda2=config.distill.lambda2),
-                   "logit": dict(temperature=config.distill.logit_temperature, alpha=config.distill.logit_alpha,
-                                 lambda2=config.distill.lambda2)}[config.distill.objective]
-        return objective(output, labels, signals, **options)
+        else:
+            with torch.no_grad():
+                signals = TeacherSignals.from_output(teacher(batch["flow"].to(device, memory_format=memory_format)))
+        return method.loss(output, labels, signals, config, options)
 
     # -- epochs --------------------------------------------------------------------------------
     steps = len(train_loader)

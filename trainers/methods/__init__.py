@@ -1,0 +1,127 @@
+"""Distillation methods as plug-ins, in the manner of timm's model registry.
+
+A method is one module in this package (or in a module named by VIDISTILL_METHOD_MODULES,
+comma-separated, importable wherever training runs) that registers a `Method`: the student
+it trains, the teacher signals it reads, its loss terms and its config section. The training
+loop, the queue, the CLI and the tuner know methods only through this registry::
+
+    from pydantic import Field
+    from vidistill.trainers.losses import LossTerms
+    from vidistill.trainers.methods import Method, register_method
+    from vidistill.trainers.schema import Schema
+
+    class ToyOptions(Schema):          # its section: --set distill.options.weight=2
+        weight: float = Field(1.0, gt=0, description="weight of the logit match")
+
+    def toy_loss(output, labels, teacher, config, options: ToyOptions) -> LossTerms: ...
+
+    register_method(Method(name="toy", summary="...", signals=("logits",), loss=toy_loss,
+                           options=ToyOptions))
+
+`--set distill.objective=toy` then trains it (`submit-job distill`, `train()`), a search
+space may name `distill.options.weight`, and the registered model is `<data>-student-rgb-toy`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+# What a frozen teacher can supply to a loss (see losses.TeacherSignals).
+SIGNALS = ("maps", "features", "logits")
+MODULES_VARIABLE = "VIDISTILL_METHOD_MODULES"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    # Teacher signals its loss reads: a subset of SIGNALS. The teacher is checked against them
+    # before training (teacher.check_teacher_fits).
+    signals: tuple[str, ...]
+    # loss(student output, labels, TeacherSignals, TrainConfig, options) -> LossTerms
+    loss: Callable[..., Any]
+    # The student it trains: "attention" needs the two-map student of Sec. 3.5 (motion +
+    # appearance; refused with attention none); "any" trains whichever model.attention asks for.
+    student: str = "any"
+    # Its maps may come from the per-video cache of exact teacher maps (teacher.TeacherMapCache)
+    # instead of running the teacher at every step.
+    map_cache: bool = False
+    # Its own config section, `distill.options` (a Schema), checked with the training config.
+    options: type | None = None
+    # Registered model name: <data>-student-rgb<suffix>; None: "-<name>".
+    registered_suffix: str | None = None
+
+    def __post_init__(self):
+        unknown = sorted(set(self.signals) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"method {self.name!r}: unknown teacher signal {unknown[0]!r}; use {', '.join(SIGNALS)}")
+        if self.student not in ("attention", "any"):
+            raise ValueError(f"method {self.name!r}: student must be 'attention' or 'any', not {self.student!r}")
+
+    @property
+    def suffix(self) -> str:
+        return f"-{self.name}" if self.registered_suffix is None else self.registered_suffix
+
+    def parse_options(self, data: dict | None):
+        """Its typed options (ConfigError naming `distill.options.<field>`), or None without a section."""
+        from vidistill.trainers.schema import ConfigError, parse
+
+        if self.options is None:
+            if data:
+                raise ConfigError("distill.options", f"method {self.name!r} takes no options, got {sorted(data)}")
+            return None
+        try:
+            return parse(self.options, data or {})
+        except ConfigError as error:
+            raise error.under("distill.options") from None
+
+
+_registry: dict[str, Method] = {}
+_imported: set[str] = set()
+_lock = threading.RLock()
+
+
+def register_method(method: Method) -> Method:
+    with _lock:
+        existing = _registry.get(method.name)
+        if existing is not None and existing != method:
+            raise ValueError(f"distillation method {method.name!r} is registered twice")
+        _registry[method.name] = method
+    return method
+
+
+def _discover() -> None:
+    """Import this package's modules and those named by VIDISTILL_METHOD_MODULES (once each)."""
+    with _lock:
+        names = [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)]
+        names += [n.strip() for n in os.environ.get(MODULES_VARIABLE, "").split(",") if n.strip()]
+        for name in names:
+            if name not in _imported:
+                importlib.import_module(name)
+                _imported.add(name)
+
+
+def list_methods() -> list[str]:
+    _discover()
+    return sorted(_registry)
+
+
+def get_method(name: str) -> Method:
+    _discover()
+    try:
+        return _registry[name]
+    except KeyError:
+        raise KeyError(f"unknown distillation method {name!r}; registered: {', '.join(sorted(_registry))}") from None
+
+
+def environment() -> dict[str, str]:
+    """What a process that trains (a Ray Train worker, a Tune trial) needs to find the methods."""
+    value = os.environ.get(MODULES_VARIABLE)
+    return {MODULES_VARIABLE: value} if value else {}
+
+
+__all__ = ["MODULES_VARIABLE", "Method", "SIGNALS", "environment", "get_method", "list_methods", "register_method"]
