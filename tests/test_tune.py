@@ -16,7 +16,7 @@ from vidistill.platform.kinds.config import ConfigError
 from vidistill.platform.queue import JobQueue
 from vidistill.trainers.config import ConfigError as TrainConfigError
 from vidistill.trainers.config import load_config
-from vidistill.trainers.tune import default_space, load_space, parse_space, trial_config
+from vidistill.trainers.search_space import default_space, load_space, parse_space, trial_config
 
 # 4 sampled trials (seed 0) of 2 epochs, one Ray Train worker each. With this space and seed the
 # two trials sampled with a high learning rate end epoch 1 at val accuracy 0 while the first

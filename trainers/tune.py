@@ -5,20 +5,7 @@
     result = tune(load_config("student.yaml"), load_space("space.yaml"), trials=16, name="ucf101-search")
     result.model_uri          # the best trial's model, registered with its trial config as tags
 
-A search space maps a parameter to a distribution; a missing parameter keeps the base config's
-value. In a YAML or TOML file::
-
-    lambda1: {loguniform: [0.1, 10]}                      # distill.lambda1
-    lambda2: {choice: [0.25, 1, 4]}                       # distill.lambda2, in units of 1/(T*H*W)
-    attention: {choice: [soft-atten, soft-res, prob-atten]}
-    lr: {loguniform: [0.001, 0.1]}                        # optim.lr
-    gumbel_temperature: {uniform: [0.2, 1.0]}
-    optim.weight_decay: 4e-5                              # any model./optim./distill. field; a value: fixed
-
-Distributions: `loguniform: [low, high]`, `uniform: [low, high]`, `choice: [values...]` (a bare
-list is a choice), or a plain value. `lambda2` is searched as a multiple of 1/(T*H*W) of the
-attention grid of the base config's clips (Sec. 3.5's default is 1); the trial config and the
-registered version record the resulting value.
+The search space (its file format and checks) is `vidistill.trainers.search_space`.
 
 How a trial trains: each Tune trial is the driver of one ordinary `train()` run (Ray Train V2
 nested in Tune), so the training loop stays `train_worker`. The trial's run is an MLflow child
@@ -55,21 +42,12 @@ from typing import Any
 from prettytable import PrettyTable, TableStyle
 
 from vidistill.datasets.ray_session import connect_ray
-from vidistill.trainers import tracking
-from vidistill.trainers.config import ConfigError, TrainConfig, from_dict, read_config_file, worker_resources
+from vidistill.trainers import methods, tracking
+from vidistill.trainers.config import ConfigError, TrainConfig, worker_resources
+from vidistill.trainers.search_space import (  # noqa: F401 (the space's names, as tune() takes them)
+    ALIASES, LAMBDA2, SearchSpace, _short, check_space, default_space, lambda2_unit, load_space, parse_space,
+    trial_config)
 
-KINDS = ("loguniform", "uniform", "choice")
-# Short names for the method's knobs; any other model./optim./distill. field may be given dotted.
-ALIASES = {
-    "lambda1": "distill.lambda1",
-    "lambda2": "distill.lambda2",
-    "attention": "model.attention",
-    "lr": "optim.lr",
-    "gumbel_temperature": "model.gumbel_temperature",
-}
-SEARCHABLE_PREFIXES = ("model.", "optim.", "distill.")
-NOT_SEARCHABLE = {"distill.teacher", "distill.objective", "model.name", "model.pretrained"}
-LAMBDA2 = "distill.lambda2"
 TAG_PREFIX = "vidistill.tune."
 TAG_NAME = TAG_PREFIX + "name"  # on the tuning run: the Tune experiment it records
 TAG_TRIAL = TAG_PREFIX + "trial_id"  # on a child run
@@ -78,164 +56,6 @@ TAG_PARENT = "mlflow.parentRunId"
 TIME_ATTR = "epochs_done"
 SCORE = "tune_score"
 RESULTS_CSV, RESULTS_MD, SPACE_FILE = "tune_results.csv", "tune_results.md", "tune_space.json"
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched (or fixed) parameter: a dotted TrainConfig field and its distribution."""
-
-    key: str  # dotted TrainConfig name, e.g. "optim.lr"
-    kind: str  # loguniform | uniform | choice | fixed
-    values: tuple  # (low, high) | the choices | (value,)
-
-    def to_tune(self):
-        from ray import tune as ray_tune
-
-        if self.kind == "loguniform":
-            return ray_tune.loguniform(*self.values)
-        if self.kind == "uniform":
-            return ray_tune.uniform(*self.values)
-        if self.kind == "choice":
-            return ray_tune.choice(list(self.values))
-        return self.values[0]
-
-    def describe(self) -> str:
-        if self.kind == "fixed":
-            return repr(self.values[0])
-        return f"{self.kind}{list(self.values)}"
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    dimensions: tuple[Dimension, ...]
-
-    def __post_init__(self):
-        keys = [d.key for d in self.dimensions]
-        if len(set(keys)) != len(keys):
-            raise ConfigError("space", f"a parameter is given twice: {sorted(k for k in keys if keys.count(k) > 1)[0]}")
-
-    def to_tune(self) -> dict[str, Any]:
-        return {d.key: d.to_tune() for d in self.dimensions}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {d.key: (d.values[0] if d.kind == "fixed" else {d.kind: list(d.values)}) for d in self.dimensions}
-
-    @property
-    def searched(self) -> list[str]:
-        return [d.key for d in self.dimensions if d.kind != "fixed"]
-
-
-def default_space(role: str = "distill") -> SearchSpace:
-    """The method's knobs: Eq. 8's weights (students only), the attention variant, lr, Gumbel temperature."""
-    data: dict[str, Any] = {
-        "lambda1": {"loguniform": [0.1, 10.0]},
-        "lambda2": {"choice": [0.25, 0.5, 1.0, 2.0, 4.0]},
-        "attention": {"choice": ["soft-atten", "soft-res", "prob-atten"]},
-        "lr": {"loguniform": [1e-3, 1e-1]},
-        "gumbel_temperature": {"uniform": [0.2, 1.0]},
-    }
-    if role != "distill":  # lambda1 and lambda2 weigh Eq. 8's terms: they change nothing else
-        del data["lambda1"], data["lambda2"]
-    return parse_space(data)
-
-
-def load_space(path: str | Path) -> SearchSpace:
-    """A space from a YAML/TOML/JSON file; a bad entry is refused with `space.<key>: why`."""
-    data = read_config_file(path)
-    if not isinstance(data, dict):
-        raise ConfigError("space", f"{path} must hold a table of parameter: distribution")
-    return parse_space(data)
-
-
-def parse_space(data: dict[str, Any]) -> SearchSpace:
-    return SearchSpace(tuple(_dimension(key, spec) for key, spec in _flatten_space(data)))
-
-
-def _flatten_space(data: dict, prefix: str = ""):
-    """TOML writes `optim.lr = {...}` as nested tables: walk them down to the distributions."""
-    fields = TrainConfig().flat()
-    for key, spec in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(spec, dict) and spec and not set(spec) & set(KINDS) and ALIASES.get(name, name) not in fields:
-            yield from _flatten_space(spec, name + ".")
-        else:
-            yield name, spec
-
-
-def _dimension(name: str, spec: Any) -> Dimension:
-    def fail(why: str):
-        raise ConfigError(f"space.{name}", why)
-
-    key = ALIASES.get(name, name)
-    if key in NOT_SEARCHABLE or not key.startswith(SEARCHABLE_PREFIXES):
-        fail(f"cannot be searched; use one of {', '.join(ALIASES)} or a model./optim./distill. field")
-    known = TrainConfig().flat()
-    if key not in known:
-        fail(f"unknown parameter; {key} is not a training config field")
-    if isinstance(spec, list):
-        spec = {"choice": spec}
-    if not isinstance(spec, dict):
-        return Dimension(key, "fixed", (spec,))
-    if len(spec) != 1:
-        fail(f"give exactly one distribution of {', '.join(KINDS)}, got {', '.join(map(str, spec))}")
-    ((kind, values),) = spec.items()
-    if kind not in KINDS:
-        fail(f"unknown distribution {kind!r}; use one of {', '.join(KINDS)}")
-    if not isinstance(values, list) or not values:
-        fail(f"{kind} needs a list, e.g. {kind}: [0.001, 0.1]")
-    if kind in ("loguniform", "uniform"):
-        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            fail(f"{kind} needs [low, high] numbers, got {values!r}")
-        low, high = map(float, values)
-        if not low < high:
-            fail(f"{kind} needs low < high, got {values!r}")
-        if kind == "loguniform" and low <= 0:
-            fail(f"loguniform needs low > 0, got {low}")
-        values = [low, high]
-    if key == LAMBDA2 and any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for v in values):
-        fail(f"multiples of 1/(T*H*W) must be numbers >= 0, got {values!r}")
-    return Dimension(key, kind, tuple(values))
-
-
-def check_space(base: TrainConfig, space: SearchSpace) -> None:
-    """Every choice and both ends of every range make a valid config; refused with `space.<key>`."""
-    for dim in space.dimensions:
-        for value in dim.values:
-            try:
-                trial_config(base, {dim.key: value}, lambda2_unit=1.0)
-            except ConfigError as exc:
-                raise ConfigError(f"space.{_short(dim.key)}", f"value {value!r} is refused: {exc}") from None
-
-
-def _short(key: str) -> str:
-    return next((alias for alias, full in ALIASES.items() if full == key), key)
-
-
-def trial_config(base: TrainConfig, params: dict[str, Any], lambda2_unit: float) -> TrainConfig:
-    """The base config with a trial's parameters; `distill.lambda2` comes as a multiple of the unit."""
-    data = base.to_dict()
-    overrides = {k: (v * lambda2_unit if k == LAMBDA2 else v) for k, v in params.items()}
-    for key, value in overrides.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return from_dict(data)
-
-
-def lambda2_unit(config: TrainConfig) -> float:
-    """1 / (T*H*W) of the attention grid (phi, Mixed_4f) for the config's clips."""
-    import torch
-
-    from vidistill.trainers.train import build_model
-
-    model = build_model(config, 2).eval()
-    clip = torch.zeros(1, model.in_channels, config.data.clip_length, config.data.crop_size, config.data.crop_size)
-    with torch.no_grad():
-        phi, _ = model.forward_features(clip)
-    t, h, w = phi.shape[-3:]
-    return 1.0 / (t * h * w)
 
 
 @dataclass
@@ -324,8 +144,8 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
 
     resources = worker_resources(base, cpus=cpus_per_worker, gpus=gpus_per_worker).per_worker()
     trainable = ray_tune.with_parameters(
-        _run_trial, base=base, parent=run_id, unit=unit, home=str(tracking.vidistill_home()),
-        tracking_uri=tracking.tracking_uri(), storage=str(storage), resources=resources)
+        _run_trial, base=base, parent=run_id, unit=unit, tracking_uri=tracking.tracking_uri(), storage=str(storage),
+        env={"VIDISTILL_HOME": str(tracking.vidistill_home()), **methods.environment()}, resources=resources)
     # The trial's driver waits on its Train workers, which hold the CPUs/GPUs: it asks for none.
     # (Tune refuses an empty request, so it asks for one byte of memory.)
     trainable = ray_tune.with_resources(trainable, {"CPU": 0, "memory": 1})
@@ -404,14 +224,14 @@ def _create_tuning_run(client, base: TrainConfig, space: SearchSpace, name: str,
     return run_id
 
 
-def _run_trial(params: dict, *, base: TrainConfig, parent: str, unit: float, home: str, tracking_uri: str, storage: str,
+def _run_trial(params: dict, *, base: TrainConfig, parent: str, unit: float, env: dict, tracking_uri: str, storage: str,
                resources: dict) -> None:
     """One Tune trial: the driver of one `train()` run, logged as a child run of the tuning run."""
     import ray.tune
 
     from vidistill.trainers.train import train
 
-    os.environ.update(VIDISTILL_HOME=home, MLFLOW_TRACKING_URI=tracking_uri)
+    os.environ.update(env, MLFLOW_TRACKING_URI=tracking_uri)
     trial_id = ray.tune.get_context().get_trial_id()
     config = trial_config(base, params, unit)
     client = tracking.configure()
@@ -477,15 +297,16 @@ def _score(accuracy, loss) -> float:
 
 
 def _rows(grid, epochs: int) -> list[TrialRow]:
+    """One row per trial: its last result and its best validation accuracy, from Tune's result tables."""
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+    # get_dataframe(): the last result of every trial that reported; filtered: the best ever.
+    last = _by_trial(grid.get_dataframe())
+    best = _by_trial(grid.get_dataframe(filter_metric="val_accuracy", filter_mode="max"))
     rows = []
-    for result in grid:
-        metrics = result.metrics or {}
-        params = {k: v for k, v in (result.config or {}).items()}
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        history = result.metrics_dataframe
-        done = int(metrics.get(TIME_ATTR, 0) or 0)
+    for result in grid:  # every trial, also one that failed before it reported
+        metrics = last.get(result.path, {})
+        done = int(_float(metrics.get(TIME_ATTR)) or 0)
         if result.error is not None:
             status = "error"
         elif done == 0:
@@ -494,22 +315,30 @@ def _rows(grid, epochs: int) -> list[TrialRow]:
             status = "stopped early"
         else:
             status = "completed"
-        best_acc = None
-        if history is not None and "val_accuracy" in history:
-            best_acc = float(history["val_accuracy"].max())
         rows.append(TrialRow(
-            trial_id=str(trial_id), run_id=None, status=status, epochs=done,
-            val_accuracy=_float(metrics.get("val_accuracy")), val_loss=_float(metrics.get("val_loss")),
-            best_val_accuracy=best_acc, params=params, checkpoint_path=metrics.get(CHECKPOINT_PATH_KEY),
-            score=_float(metrics.get(SCORE))))
+            trial_id=str(metrics.get("trial_id") or Path(result.path).name), run_id=None, status=status,
+            epochs=done, val_accuracy=_float(metrics.get("val_accuracy")), val_loss=_float(metrics.get("val_loss")),
+            best_val_accuracy=_float(best.get(result.path, {}).get("val_accuracy")),
+            params=dict(result.config or {}),  # the sampled values as Python types (not the table's numpy ones)
+            checkpoint_path=metrics.get(CHECKPOINT_PATH_KEY) if isinstance(metrics.get(CHECKPOINT_PATH_KEY), str)
+            else None, score=_float(metrics.get(SCORE))))
     return sorted(rows, key=lambda r: r.trial_id)
 
 
+def _by_trial(frame) -> dict[str, dict]:
+    """Rows of a ResultGrid dataframe by trial folder (its `logdir` column)."""
+    if frame is None or frame.empty or "logdir" not in frame:
+        return {}
+    return {row["logdir"]: row for row in frame.to_dict("records")}
+
+
 def _float(value) -> float | None:
+    """A finite float, or None (missing values are NaN in the result tables)."""
     try:
-        return float(value) if value is not None else None
+        value = float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _close_trial_runs(client, parent: str, experiment: str, rows: list[TrialRow]) -> None:

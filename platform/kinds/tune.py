@@ -51,7 +51,7 @@ class TuneJobConfig(TrainJobConfig):
                              "distill.teacher": self.teacher}), *self.set]
 
     def check(self) -> None:
-        from vidistill.trainers import tune as trainers_tune
+        from vidistill.trainers import search_space
 
         for name, value in (("trials", self.trials), ("max_concurrent", self.max_concurrent),
                             ("grace_period", self.grace_period)):
@@ -62,14 +62,14 @@ class TuneJobConfig(TrainJobConfig):
         super().check()  # the training config: any role (distill by default)
         try:
             if self.resolved_space:
-                space = trainers_tune.parse_space(self.resolved_space)
+                space = search_space.parse_space(self.resolved_space)
             elif self.space is not None:
                 if not Path(self.space).is_file():
                     raise ConfigError("space", f"no such file {self.space}; give a YAML/TOML search space")
-                space = trainers_tune.load_space(self.space)
+                space = search_space.load_space(self.space)
             else:
-                space = trainers_tune.default_space(self.resolved.role)
-            trainers_tune.check_space(self.resolved, space)
+                space = search_space.default_space(self.resolved.role)
+            search_space.check_space(self.resolved, space)
         except ConfigError as error:
             if error.field == "space" and error.reason.startswith("no such file"):
                 raise
