@@ -305,7 +305,8 @@ def _rows(grid, epochs: int) -> list[TrialRow]:
     best = _by_trial(grid.get_dataframe(filter_metric="val_accuracy", filter_mode="max"))
     rows = []
     for result in grid:  # every trial, also one that failed before it reported
-        metrics = last.get(result.path, {})
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        metrics = last.get(trial_id, {})
         done = int(_float(metrics.get(TIME_ATTR)) or 0)
         if result.error is not None:
             status = "error"
@@ -316,9 +317,9 @@ def _rows(grid, epochs: int) -> list[TrialRow]:
         else:
             status = "completed"
         rows.append(TrialRow(
-            trial_id=str(metrics.get("trial_id") or Path(result.path).name), run_id=None, status=status,
+            trial_id=str(trial_id), run_id=None, status=status,
             epochs=done, val_accuracy=_float(metrics.get("val_accuracy")), val_loss=_float(metrics.get("val_loss")),
-            best_val_accuracy=_float(best.get(result.path, {}).get("val_accuracy")),
+            best_val_accuracy=_float(best.get(trial_id, {}).get("val_accuracy")),
             params=dict(result.config or {}),  # the sampled values as Python types (not the table's numpy ones)
             checkpoint_path=metrics.get(CHECKPOINT_PATH_KEY) if isinstance(metrics.get(CHECKPOINT_PATH_KEY), str)
             else None, score=_float(metrics.get(SCORE))))
@@ -326,10 +327,10 @@ def _rows(grid, epochs: int) -> list[TrialRow]:
 
 
 def _by_trial(frame) -> dict[str, dict]:
-    """Rows of a ResultGrid dataframe by trial folder (its `logdir` column)."""
-    if frame is None or frame.empty or "logdir" not in frame:
+    """Rows of a ResultGrid dataframe by trial id."""
+    if frame is None or frame.empty or "trial_id" not in frame:
         return {}
-    return {row["logdir"]: row for row in frame.to_dict("records")}
+    return {row["trial_id"]: row for row in frame.to_dict("records")}
 
 
 def _float(value) -> float | None:
