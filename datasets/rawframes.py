@@ -81,6 +81,7 @@ class VideoRecord:
     source: str  # the encoded video it came from
     source_fps: float
     source_frames: int
+    flow_backend: str | None = None  # opencv-cpu, torch-cuda or torch-cpu (datasets/flow.py)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from datasets_fixtures import write_motion_video
-from vidistill.datasets.flow import DEFAULT_FLOW_BOUND, quantise_flow
+from vidistill.datasets.flow import DEFAULT_FLOW_BOUND, dequantise_flow, quantise_flow
 from vidistill.datasets.flow_tvl1 import (
     TVL1, TVL1Params, _median, _remap_cubic, _resize, end_point_error, inner_iteration, pyramid_sizes,
 )
@@ -125,3 +125,45 @@ def test_bad_input_is_refused_with_its_shape():
 def test_fused_gpu_flow_matches_opencv(frame_pairs, opencv_flow):
     flow = TVL1(fused=True, device="cuda")(*frame_pairs).cpu().numpy()
     assert end_point_error(flow, opencv_flow) <= 0.1
+
+
+def test_prepare_records_the_flow_backend_and_both_agree(tmp_path):
+    """`prepare` on the torch backend (on the CPU here: torch-cpu) writes the flow JPEGs OpenCV's
+    would (JPEG coding amplifies the small differences a little, so the bar is the mean here), and each video's manifest record names the backend that computed it;
+    auto without a GPU is OpenCV."""
+    import ray
+
+    from vidistill.datasets.errors import DatasetError
+    from vidistill.datasets.layouts import DatasetConfig, list_all_videos
+    from vidistill.datasets.prepare import PrepareConfig, prepare_dataset
+    from vidistill.datasets.rawframes import Manifest
+
+    root = tmp_path / "videos"
+    (root / "move-right").mkdir(parents=True)
+    write_motion_video(root / "move-right" / "a.avi", "move-right", 6, 24.0, (64, 48), "mpeg4")
+    (root / "classes.txt").write_text("move-right\n")
+    listing = list_all_videos(DatasetConfig(root, "generic"))
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        results = {
+            backend: prepare_dataset(listing, PrepareConfig(tmp_path / backend, width=64, height=48,
+                                                            flow_backend=backend, workers=1))
+            for backend in ("torch", "auto")
+        }
+    finally:
+        ray.shutdown()
+    expected = {"torch": "torch-cpu", "auto": "cuda" if torch.cuda.is_available() else "opencv-cpu"}
+    for backend, result in results.items():
+        assert not result.failed, result.failed
+        assert expected[backend] in result.flow_backend
+        (record,) = Manifest.load(result.out).videos.values()
+        assert record.flow_backend == result.flow_backend and record.flow_frames == 5
+    agree, errors = [], []
+    folder = record.video_id
+    for name in sorted(p.name for p in (tmp_path / "auto" / folder).glob("flow_*.jpg")):
+        ours, theirs = (cv2.imread(str(tmp_path / b / folder / name), cv2.IMREAD_GRAYSCALE) for b in ("torch", "auto"))
+        agree.append((np.abs(ours.astype(int) - theirs) <= 1).mean())
+        errors.append(np.abs(dequantise_flow(ours, 20.0) - dequantise_flow(theirs, 20.0)).mean())
+    assert len(agree) == 10 and np.mean(agree) >= 0.98 and np.mean(errors) <= 0.1, (agree, errors)
+    with pytest.raises(DatasetError, match="only tvl1"):
+        PrepareConfig(tmp_path / "x", flow_method="farneback", flow_backend="torch")
