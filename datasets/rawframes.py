@@ -161,6 +161,8 @@ class Manifest:
         data.pop("failed")
         for record in data["videos"].values():
             record.pop("source")  # where the raw file lay does not change the frames
+            if record.get("flow_backend") is None:
+                record.pop("flow_backend", None)  # manifests from before it was recorded keep their hash
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
