@@ -172,10 +172,10 @@ def main() -> None:
         print(f"  OpenCV DualTVL1, CPU, 1 core: {opencv_rate:8.2f} pairs/s"
               f"  -> UCF101 {flow_tvl1.projected_hours(opencv_rate, UCF101_FRAMES):,.0f} core-hours")
     for row in rows:
-        print(f"  torch {row['mode']:<8} batch {row['batch']:>4}: {row['pairs_per_s']:8.2f} pairs/s"
+        print(f"  torch {row['mode']:<8} batch {row['batch']:>4}: {row['pairs_per_s']:9.3f} pairs/s"
               f"  EPE vs OpenCV {row['epe_px']:.4f} px  (warm-up {row['warmup_s']:.1f} s)")
     print(f"  Triton: {summary['triton']}")
-    print(f"best: {best['mode']} batch {best['batch']}, {best['pairs_per_s']:.2f} pairs/s -> UCF101 "
+    print(f"best: {best['mode']} batch {best['batch']}, {best['pairs_per_s']:.3f} pairs/s -> UCF101 "
           f"(2.5 M frames) in {summary['best']['ucf101_hours']:,.1f} h on this device")
 
 
