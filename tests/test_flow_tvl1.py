@@ -167,3 +167,16 @@ def test_prepare_records_the_flow_backend_and_both_agree(tmp_path):
     assert len(agree) == 10 and np.mean(agree) >= 0.98 and np.mean(errors) <= 0.1, (agree, errors)
     with pytest.raises(DatasetError, match="only tvl1"):
         PrepareConfig(tmp_path / "x", flow_method="farneback", flow_backend="torch")
+
+
+def test_cli_flow_backend_option_refuses_torch_for_farneback(tmp_path):
+    from click.testing import CliRunner
+
+    from vidistill.platform.cli.main import cli
+
+    (tmp_path / "videos" / "move-right").mkdir(parents=True)
+    write_motion_video(tmp_path / "videos" / "move-right" / "a.avi", "move-right", 4, 24.0, (64, 48), "mpeg4")
+    (tmp_path / "videos" / "classes.txt").write_text("move-right\n")
+    result = CliRunner().invoke(cli, ["datasets", "prepare", "--root", str(tmp_path / "videos"), "--layout", "generic",
+                                      "--out", str(tmp_path / "out"), "--flow", "farneback", "--flow-backend", "torch"])
+    assert result.exit_code != 0 and "only tvl1 flow has a torch backend" in result.output, result.output
