@@ -10,6 +10,7 @@ reason and skipped; the rest completes (and a rerun retries it).
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import shutil
@@ -23,7 +24,10 @@ import cv2
 import numpy as np
 
 from vidistill.datasets.errors import DatasetError, VideoDecodeError
-from vidistill.datasets.flow import DEFAULT_FLOW_BOUND, FLOW_METHODS, FlowEstimator, quantise_flow
+from vidistill.datasets.flow import (
+    DEFAULT_FLOW_BOUND, FLOW_BACKENDS, FLOW_METHODS, RESOLVED_BACKENDS, FlowEstimator, quantise_flow,
+    resolve_flow_backend,
+)
 from vidistill.datasets.layouts import Listing, VideoItem
 from vidistill.datasets.ray_session import connect_ray
 from vidistill.datasets.rawframes import FailedVideo, FrameTemplates, Manifest, VideoRecord
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"  # + "-<token>"
 _MANIFEST_SAVE_INTERVAL_S = 2.0  # bounded rewrite cost on datasets of 100k+ videos
+_GPU_SHARE = 0.25  # of a GPU per video on the torch-cuda flow backend: 4 videos decode and write
+# JPEGs on their CPUs while they take turns at the GPU
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class PrepareConfig:
     jpeg_quality: int = 95
     templates: FrameTemplates = field(default_factory=FrameTemplates)
     workers: int | None = None  # videos at once (and a local Ray's CPUs); default: all free cores
+    # auto: TV-L1 in PyTorch on the GPU when the Ray cluster has one, else OpenCV on the CPU
+    flow_backend: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -55,6 +63,12 @@ class PrepareConfig:
             raise DatasetError(
                 f"unknown flow method {self.flow_method!r}; choose one of {list(FLOW_METHODS)}"
             )
+        if self.flow_backend not in FLOW_BACKENDS + RESOLVED_BACKENDS:
+            raise DatasetError(
+                f"unknown flow backend {self.flow_backend!r}; choose one of {list(FLOW_BACKENDS)}"
+            )
+        if self.flow_backend.startswith("torch") and self.flow_method != "tvl1":
+            raise DatasetError(f"only tvl1 flow has a torch backend, not {self.flow_method!r}; use auto or opencv")
         if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
             raise DatasetError(f"frame size {self.width}x{self.height} must be even and >= 16")
         self.templates.validate()
@@ -100,6 +114,7 @@ class PrepareResult:
     skipped: tuple[str, ...]  # already finished before this run
     failed: tuple[FailedVideo, ...]  # failed in this run, by video id
     manifest_hash: str
+    flow_backend: str | None = None  # what computed this run's flow (opencv-cpu, torch-cuda...)
 
 
 def prepare_video(video: VideoItem, config: PrepareConfig) -> VideoRecord:
@@ -111,22 +126,36 @@ def prepare_video(video: VideoItem, config: PrepareConfig) -> VideoRecord:
     final = config.out / video.video_id
     partial = final.with_name(f"{final.name}{PARTIAL_SUFFIX}-{uuid.uuid4().hex[:12]}")
     partial.mkdir(parents=True)
-    estimator = FlowEstimator(config.flow_method) if config.flow_method else None
+    estimator = None
+    if config.flow_method:
+        estimator = FlowEstimator(config.flow_method, resolve_flow_backend(config.flow_method, config.flow_backend))
     quality = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
     frames = 0
     previous = None
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []  # waiting for a batch (1 pair on OpenCV)
+
+    def write_flow(last_pair: int) -> None:
+        flows = estimator.many([a for a, _ in pairs], [b for _, b in pairs])
+        for pair, flow in enumerate(flows, start=last_pair + 1 - len(pairs)):
+            flow_x, flow_y = quantise_flow(flow, config.flow_bound)
+            name_x, name_y = config.templates.flow_names(pair)
+            _write_jpeg(partial / name_x, flow_x, quality)
+            _write_jpeg(partial / name_y, flow_y, quality)
+        pairs.clear()
+
     try:
         for rgb in read_resampled(video.path, config.fps, config.width, config.height):
             _write_jpeg(partial / config.templates.rgb_name(frames), rgb[..., ::-1], quality)
             if estimator is not None:
                 grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
                 if previous is not None:
-                    flow_x, flow_y = quantise_flow(estimator(previous, grey), config.flow_bound)
-                    name_x, name_y = config.templates.flow_names(frames - 1)
-                    _write_jpeg(partial / name_x, flow_x, quality)
-                    _write_jpeg(partial / name_y, flow_y, quality)
+                    pairs.append((previous, grey))
+                    if len(pairs) >= estimator.batch_size:
+                        write_flow(frames - 1)
                 previous = grey
             frames += 1
+        if pairs:
+            write_flow(frames - 2)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -150,6 +179,7 @@ def prepare_video(video: VideoItem, config: PrepareConfig) -> VideoRecord:
         source=str(video.path),
         source_fps=info[0],
         source_frames=info[1],
+        flow_backend=estimator.backend if estimator else None,
     )
 
 
@@ -233,8 +263,22 @@ def prepare_dataset(
     failed: list[FailedVideo] = []
     begin = last_save = time.monotonic()
     try:
+        # Chosen here, not in the tasks: Ray hides the GPUs from tasks that do not ask for one.
+        gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+        if gpus and config.flow_method == "tvl1" and config.flow_backend == "auto":
+            import torch
+
+            gpus = gpus if torch.cuda.is_available() else 0  # a GPU this PyTorch cannot use
+        backend = resolve_flow_backend(config.flow_method, config.flow_backend, gpu_visible=gpus > 0)
+        if backend == "torch-cuda" and not gpus:
+            raise DatasetError("flow backend torch-cuda needs a GPU in the Ray cluster; there is none")
+        if backend:
+            log.info("flow: %s computed by %s", config.flow_method, backend)
+        config = dataclasses.replace(config, flow_backend=backend or config.flow_backend)
         if todo:
-            task = ray.remote(num_cpus=1, max_retries=0)(_prepare_task)
+            task = ray.remote(
+                num_cpus=1, num_gpus=_GPU_SHARE if backend == "torch-cuda" else 0, max_retries=0
+            )(_prepare_task)
             if config.workers:
                 # What the caller reserved (a queue job's CPUs on a shared cluster): no more at once.
                 limit = config.workers
@@ -280,4 +324,5 @@ def prepare_dataset(
         skipped=tuple(sorted(finished)),
         failed=tuple(sorted(failed, key=lambda f: f.video_id)),
         manifest_hash=manifest.content_hash(),
+        flow_backend=backend,
     )

@@ -81,6 +81,7 @@ class VideoRecord:
     source: str  # the encoded video it came from
     source_fps: float
     source_frames: int
+    flow_backend: str | None = None  # opencv-cpu, torch-cuda or torch-cpu (datasets/flow.py)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,8 @@ class Manifest:
         data.pop("failed")
         for record in data["videos"].values():
             record.pop("source")  # where the raw file lay does not change the frames
+            if record.get("flow_backend") is None:
+                record.pop("flow_backend", None)  # manifests from before it was recorded keep their hash
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -148,6 +148,9 @@ def _print_progress(progress) -> None:
               help="Which subset of the split to prepare (train, test...); all = every subset.")
 @click.option("--flow", "flow_method", type=click.Choice(["tvl1", "farneback", "none"]), default="tvl1",
               show_default=True, help="Optical flow: tvl1 (the paper's), farneback (fast), none.")
+@click.option("--flow-backend", type=click.Choice(["auto", "opencv", "torch"]), default="auto", show_default=True,
+              help="TV-L1 on: auto = PyTorch on the GPU when there is one, else OpenCV on the CPU "
+                   "(the choice is logged and recorded per video in manifest.json).")
 @click.option("--bound", default=20.0, show_default=True, help="Flow is clipped to +-bound pixels before quantising.")
 @click.option("--fps", default=24.0, show_default=True, help="Frame rate every video is resampled to.")
 @click.option("--size", default="320x256", show_default=True, help="Frame size WIDTHxHEIGHT.")
@@ -159,7 +162,7 @@ def _print_progress(progress) -> None:
 @click.option("--start-index", default=1, show_default=True, help="Number of the first frame file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_errors_as_usage
-def prepare_command(config_file, root, layout, split, annotations, videos, out, subset, flow_method, bound,
+def prepare_command(config_file, root, layout, split, annotations, videos, out, subset, flow_method, flow_backend, bound,
                     fps, size, jpeg_quality, workers, rgb_template, flow_x_template, flow_y_template,
                     start_index, as_json) -> None:
     """Decode every video, resample to 24 fps, resize to 320x256, write JPEG frames and
@@ -180,7 +183,7 @@ def prepare_command(config_file, root, layout, split, annotations, videos, out, 
     prepare_config = PrepareConfig(
         out=out, fps=fps, width=width, height=height,
         flow_method=None if flow_method == "none" else flow_method, flow_bound=bound,
-        jpeg_quality=jpeg_quality, workers=workers,
+        jpeg_quality=jpeg_quality, workers=workers, flow_backend=flow_backend,
         templates=FrameTemplates(rgb_template, flow_x_template, flow_y_template, start_index),
     )
     click.echo(f"preparing {len(listing.videos)} videos into {out} "
@@ -193,12 +196,13 @@ def prepare_command(config_file, root, layout, split, annotations, videos, out, 
         "failed": [{"video_id": f.video_id, "source": f.source, "reason": f.reason} for f in result.failed],
         "manifest": str(result.out / "manifest.json"),
         "manifest_hash": result.manifest_hash,
+        "flow_backend": result.flow_backend,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"prepared {summary['prepared']}, skipped {summary['skipped']} finished before, "
-               f"failed {len(result.failed)}")
+               f"failed {len(result.failed)}" + (f"; flow by {result.flow_backend}" if result.flow_backend else ""))
     for failure in result.failed:
         click.echo(f"  skipped {failure.source}: {failure.reason}")
     click.echo(f"manifest: {summary['manifest']}  ({summary['manifest_hash']})")
