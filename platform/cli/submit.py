@@ -143,8 +143,12 @@ def _settable_fields(kind: JobKind) -> str | None:
     nested = [cls for cls in nested if isinstance(cls, type) and issubclass(cls, Schema)]
     if not nested or "set" not in kind.config_class.model_fields:
         return None
+    from vidistill.trainers.config import TrainConfig
+
+    # A section of the training config (evaluation's data section) is set by its dotted name.
+    prefix = next((f"{name}." for name, info in TrainConfig.model_fields.items() if info.annotation is nested[0]), "")
     lines = ["\b", "Fields of --set NAME=VALUE (and of --train-config files):"]
-    for name, info in flat_fields(nested[0]):
+    for name, info in flat_fields(nested[0], prefix):
         default = info.get_default(call_default_factory=True)
         text = f"  {name} ({type_name(info.annotation)}, default {default!r})"
         if info.description:

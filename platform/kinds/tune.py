@@ -5,7 +5,7 @@
 
 The training config follows the training kinds (`--train-config`, `--set`, shortcuts; resolved
 at submission into `resolved`); any role can be tuned, `distill` by default. The search space
-file (see `vidistill.trainers.tune`) is read at submission too, into `resolved_space`: a bad key
+file (see `vidistill.trainers.search_space`) is read at submission too, into `resolved_space`: a bad key
 is refused by `submit-job` with its name, and a retry searches exactly what was submitted.
 Without `--space` the default space is searched.
 
