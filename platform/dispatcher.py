@@ -289,6 +289,10 @@ class Dispatcher:
             "VIDISTILL_JOB_KIND": job.kind,
             "VIDISTILL_JOB_CONFIG": json.dumps(job.config),
         }
+        if job.mlflow_tracking_uri:
+            # Runs and models land in the store of whoever submitted, not the head's (no password
+            # in it: submit_checks.tracking_uri_for_job refused those).
+            env["MLFLOW_TRACKING_URI"] = job.mlflow_tracking_uri
         if job.mlflow_run_id:
             # A retry continues the run (and checkpoints) of the attempt that died.
             env["VIDISTILL_JOB_MLFLOW_RUN_ID"] = job.mlflow_run_id
