@@ -144,18 +144,19 @@ def cases() -> list[Case]:
              refuse=False),
         # success means success
         Case("prepare-only-bad-videos", lambda w: VIDISTILL + [
-            "datasets", "prepare", "--root", str(w / "bad-videos"), "--out", str(w / "out"), "--flow", "none",
+            "datasets", "prepare", "--layout", "generic", "--root", str(w / "bad-videos"), "--out", str(w / "out"), "--flow", "none",
             "--workers", "1"], keywords=["empty file"], setup=_bad_videos, timeout=300),
         Case("prepare-negative-bound", lambda w: VIDISTILL + [
-            "datasets", "prepare", "--root", str(w / "bad-videos"), "--out", str(w / "out"), "--bound", "-5"],
+            "datasets", "prepare", "--layout", "generic", "--root", str(w / "bad-videos"), "--out", str(w / "out"), "--bound", "-5"],
              keywords=["bound"], setup=_bad_videos),
         Case("prepare-zero-fps", lambda w: VIDISTILL + [
-            "datasets", "prepare", "--root", str(w / "bad-videos"), "--out", str(w / "out"), "--fps", "0"],
+            "datasets", "prepare", "--layout", "generic", "--root", str(w / "bad-videos"), "--out", str(w / "out"), "--fps", "0"],
              keywords=["fps"], setup=_bad_videos),
         Case("owner-20k", VIDISTILL + ["submit-job", "command", "--owner", "o" * 20000, "--", "true"],
              keywords=["owner"]),
-        Case("command-200k", VIDISTILL + ["submit-job", "command", "--", "echo " + "x" * 200000],
-             keywords=["command"]),
+        Case("command-200k", lambda w: VIDISTILL + ["submit-job", "command", "--config", str(w / "long.yaml")],
+             keywords=["command"], setup=lambda w: (w / "long.yaml").write_text(
+                 json.dumps({"command": "echo " + "x" * 200000}))),
         Case("command-cpus-0", VIDISTILL + ["submit-job", "command", "--cpus", "0", "--", "true"], keywords=["cpus"]),
         Case("priority-overflow", VIDISTILL + ["submit-job", "command", "--priority", "9" * 20, "--", "true"],
              keywords=["priority"]),

@@ -40,7 +40,13 @@ from pathlib import Path
 
 from vidistill.platform.kinds import get_kind
 from vidistill.platform.queue import ErrorKind, Job, JobQueue, JobState
-from vidistill.platform.ray_cluster import ClusterUnavailable, RayCluster, RayJobState, connect_cluster
+from vidistill.platform.ray_cluster import (
+    ClusterConfigError,
+    ClusterUnavailable,
+    RayCluster,
+    RayJobState,
+    connect_cluster,
+)
 from vidistill.platform.settings import Settings
 
 log = logging.getLogger("vidistill.dispatcher")
@@ -370,6 +376,8 @@ def serve_forever(settings: Settings | None = None, *, retry_every: float = 5.0)
         try:
             cluster = connect_cluster(settings)
             break
+        except ClusterConfigError:
+            raise  # a setting to change: retrying would only repeat it
         except ClusterUnavailable as error:
             log.warning("%s; retrying in %g s", error, retry_every)
             if stopping.wait(retry_every):
@@ -412,4 +420,8 @@ def _alive(pid_file: Path) -> bool:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_forever()
+    try:
+        serve_forever()
+    except ClusterConfigError as error:
+        log.error("%s", error)
+        sys.exit(2)

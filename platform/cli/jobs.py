@@ -482,7 +482,12 @@ def dispatcher(poll_interval, stale_after, verbose) -> None:
         logging.getLogger("vidistill").setLevel(logging.DEBUG)
     settings = Settings.from_env()
     changes = {k: v for k, v in (("poll_interval", poll_interval), ("stale_after", stale_after)) if v is not None}
-    serve_forever(dataclasses.replace(settings, **changes))
+    from vidistill.platform.ray_cluster import ClusterConfigError
+
+    try:
+        serve_forever(dataclasses.replace(settings, **changes))
+    except ClusterConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 # -- cluster ---------------------------------------------------------------------
@@ -509,6 +514,10 @@ def cluster_status(as_json) -> None:
         status["ray"]["reachable"] = True
         status["ray"]["nodes"] = [dataclasses.asdict(n) for n in nodes]
     except Exception as error:  # ClusterUnavailable, or the state API failing
+        from vidistill.platform.ray_cluster import ClusterConfigError
+
+        if isinstance(error, ClusterConfigError):
+            raise click.ClickException(str(error)) from None
         if not isinstance(error, ClusterUnavailable):
             error = f"{type(error).__name__}: {error}"
         status["ray"]["error"] = str(error)
