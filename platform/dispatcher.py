@@ -73,6 +73,10 @@ def classify_exit(state: RayJobState) -> tuple[JobState | None, ErrorKind | None
         return None, ErrorKind.LOST, f"killed by signal {code - _SIGNAL_BASE}"
     if code is not None and code < 0:
         return None, ErrorKind.LOST, f"its Ray driver was killed by signal {-code}"
+    if code is None and "failed to start" in state.message.lower():
+        # Ray could not start the job's supervisor at all (e.g. an entrypoint it cannot pass on):
+        # another attempt would fail the same way, so the job fails with Ray's reason.
+        return JobState.FAILED, ErrorKind.SUBMIT, f"its Ray job could not start: {state.message.strip()[:500]}"
     return None, ErrorKind.LOST, f"Ray reports {state.status}: {state.message.strip()[:300]}"
 
 
@@ -169,6 +173,14 @@ class Dispatcher:
             return
         self._cluster_ok(cluster.address)
         if job.cancel_requested:
+            if state is not None and state.status == "PENDING":
+                # Never started (waiting for its supervisor or resources): nothing runs that
+                # needs a grace time, so the cancel takes effect now, not when Ray gets round to it.
+                cluster.request_stop(job.ray_submission_id)
+                if self.queue.finish(job.id, self.id, JobState.CANCELLED, error="cancelled by request before it started"):
+                    _note(job, "cancelled by request before its Ray job started")
+                    log.info("job %d: cancelled before it started", job.id)
+                return
             if state is not None and not state.finished:
                 # Not waited for: Ray sends SIGTERM, then SIGKILL after its grace time;
                 # a later pass sees it stopped. Asking again is harmless.
@@ -187,6 +199,8 @@ class Dispatcher:
         if end_state is None:
             self._lost(job, error)
             return
+        if error_kind == ErrorKind.EXIT:
+            error = f"{error}; last line: {last_line}" if (last_line := last_output_line(job.log_path)) else error
         if self.queue.finish(job.id, self.id, end_state, exit_code=state.exit_code, error=error,
                              error_kind=error_kind):
             log.info("job %d: %s", job.id, end_state.value)
@@ -344,6 +358,20 @@ def write_private_file(path: Path, content: str) -> Path:
         handle.write(content)
     os.replace(temporary, path)  # atomic: a job never reads half a file
     return path
+
+
+def last_output_line(log_path: str | None, tail_bytes: int = 65536) -> str | None:
+    """The job's last line of output (its error, when it failed), without our `===` notes."""
+    if not log_path:
+        return None
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(log_path) - tail_bytes))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("===")]
+    return lines[-1][:500] if lines else None
 
 
 def _note(job: Job, text: str) -> None:
