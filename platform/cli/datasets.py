@@ -203,12 +203,16 @@ def prepare_command(config_file, root, layout, split, annotations, videos, out, 
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-        return
-    click.echo(f"prepared {summary['prepared']}, skipped {summary['skipped']} finished before, "
-               f"failed {len(result.failed)}")
-    for failure in result.failed:
-        click.echo(f"  skipped {failure.source}: {failure.reason}")
-    click.echo(f"manifest: {summary['manifest']}  ({summary['manifest_hash']})")
+    else:
+        click.echo(f"prepared {summary['prepared']}, skipped {summary['skipped']} finished before, "
+                   f"failed {len(result.failed)}")
+        for failure in result.failed:
+            click.echo(f"  skipped {failure.source}: {failure.reason}")
+        click.echo(f"manifest: {summary['manifest']}  ({summary['manifest_hash']})")
+    if not result.prepared and not result.skipped:
+        # Success means a folder to train on: none is an error, whatever the reasons above.
+        raise click.ClickException(f"no video of {config.root} could be prepared"
+                                   + ("; see the reasons above" if result.failed else "; none was found"))
 
 
 @datasets.command("make-synthetic")
