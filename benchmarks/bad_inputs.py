@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -183,10 +184,21 @@ def _run(argv: list[str], work: Path, env: dict[str, str], timeout: float = 120)
                 if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "VIDISTILL_DB_URL", "VIDISTILL_DB_URL_FILE")}
     full_env.update({"VIDISTILL_HOME": str(work / "home"), "VIDISTILL_AUTOSTART_DISPATCHER": "0",
                      "VIDISTILL_RAY_DASHBOARD_PORT": "9", **env})
+    # Own session: on a timeout the whole tree goes (a UI's server, a local Ray), not just the CLI.
+    process = subprocess.Popen(argv, cwd=work, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
     try:
-        return subprocess.run(argv, cwd=work, env=full_env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        return subprocess.CompletedProcess(argv, 124, error.stdout or "", (error.stderr or "") + "\n[timed out]")
+        stdout, stderr = process.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        return subprocess.CompletedProcess(argv, 124, stdout or "", (stderr or "") + "\n[timed out]")
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # whatever the command left running
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def classify(case: Case, work: Path) -> tuple[str, str]:
@@ -195,8 +207,6 @@ def classify(case: Case, work: Path) -> tuple[str, str]:
     argv = case.argv(work) if callable(case.argv) else case.argv
     result = _run(argv, work, case.env, case.timeout)
     output = (result.stdout or "") + (result.stderr or "")
-    if isinstance(result.stdout, bytes):  # pragma: no cover
-        output = output.decode(errors="replace")
     last = output.strip().splitlines()[-1][:160] if output.strip() else ""
     if case.refuse:
         if result.returncode == 0:
@@ -223,11 +233,14 @@ def classify(case: Case, work: Path) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument("--from", dest="start", default="", help="start at this case (resume a run)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     only = {name for name in args.only.split(",") if name}
     counts = {"clear": 0, "unclear": 0, "wrong": 0}
-    for case in cases():
+    names = [case.name for case in cases()]
+    start = names.index(args.start) if args.start else 0
+    for case in cases()[start:]:
         if only and case.name not in only:
             continue
         with tempfile.TemporaryDirectory(prefix="vd-bad-") as tmp:

@@ -129,6 +129,17 @@ def describe_command(config_file, root, layout, split, annotations, videos, all_
         click.echo(f"  {index:>4}  {name:<{width}}{counts}")
     totals = "".join(f"  {per_split[s]['subsets'][subset]['videos']:>10}" for s, subset in columns)
     click.echo(f"  {'':>4}  {'total':<{width}}{totals}")
+    _warn_empty_classes(description["classes"], [per_split[s]["subsets"][subset] for s, subset in columns])
+
+
+def _warn_empty_classes(classes: list[str], subsets: list[dict]) -> None:
+    """Classes with no video in any subset: often folders that are not classes at all
+    (annotations, a THUMOS-style untrimmed set) read as a class-folder set."""
+    empty = [name for name in classes if not any(subset["per_class"].get(name) for subset in subsets)]
+    if empty:
+        click.echo(f"warning: {len(empty)} of {len(classes)} classes have no videos: {', '.join(empty[:10])}"
+                   f"{', ...' if len(empty) > 10 else ''}. Is this a folder of class folders? Remove or "
+                   "exclude those folders, or pick the data set's --layout", err=True)
 
 
 def _print_progress(progress) -> None:
@@ -243,4 +254,7 @@ def make_synthetic_command(out, classes, videos_per_class, frames, size, fps, di
                              test_fraction=test_fraction, seed=seed)
     make_synthetic(out, config)
     click.echo(f"wrote {classes * videos_per_class} {codec} videos ({', '.join(config.class_names)}) to {out}")
-    click.echo(f"next: vidistill datasets prepare --root {out} --layout generic --out {out}-frames")
+    import shlex
+
+    click.echo(f"next: vidistill datasets prepare --root {shlex.quote(str(out))} --layout generic "
+               f"--out {shlex.quote(f'{out}-frames')}")

@@ -33,6 +33,9 @@ def _queue() -> JobQueue:
     settings = None
     try:
         settings = Settings.from_env()
+    except ValueError as error:  # a bad variable (VIDISTILL_POLL_INTERVAL=soon): say which, not "the queue"
+        raise click.ClickException(f"invalid setting: {error}") from None
+    try:
         return JobQueue(settings)
     except Exception as error:  # unreachable PostgreSQL, bad URL, unwritable home
         message = redact(str(error), *([settings.db_url] if settings else []), os.environ.get("VIDISTILL_DB_URL", ""))

@@ -41,7 +41,9 @@ def resolve_train_config(train_config: str | None, overrides: list[str], base: d
         # The trainers' messages start with the dotted field: "optim.lrr: unknown field; ...".
         name, sep, reason = str(error).partition(": ")
         if not sep or " " in name:
-            name, reason = "set", str(error)
+            # Not about one field: the file itself (unreadable, bad YAML) or an override's form.
+            name = "train_config" if str(error).startswith("config file") else "set"
+            reason = str(error)
         raise ConfigError(name, reason) from None
 
 
