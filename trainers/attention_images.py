@@ -71,7 +71,6 @@ def attention_grid(rgb_clips: torch.Tensor, maps: dict[str, torch.Tensor], label
                    teacher_maps: dict[str, torch.Tensor] | None = None) -> np.ndarray:
     """rgb_clips (B, 3, T, H, W) in [-1, 1]; maps name -> (B, T', h, w) probabilities, and the teacher's
     (motion) maps of the same clips when there is a teacher. Returns a BGR image."""
-    student = len(maps) > 1 or teacher_maps is not None
     rows = []
     for b in range(rgb_clips.shape[0]):
         for frame_index, which in ((0, "first"), (-1, "last")):
@@ -80,7 +79,8 @@ def attention_grid(rgb_clips: torch.Tensor, maps: dict[str, torch.Tensor], label
             panels = [captioned(frame, f"{label}{which} frame")]
             for source, name in _panel_order(list(maps), teacher_maps):
                 attention = (maps if source == "model" else teacher_maps)[name][b, frame_index]
-                caption = f"teacher {name}" if source == "teacher" else (f"student {name}" if student else name)
+                # Short, to fit one panel: the model's maps by name, the teacher's as "teacher".
+                caption = ("teacher" if name == "motion" else f"teacher {name}") if source == "teacher" else name
                 panels.append(captioned(overlay(frame, attention), caption))
             panels.append(colour_bar(frame.shape[0]))
             rows.append(np.concatenate(panels, axis=1))
