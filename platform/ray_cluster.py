@@ -217,14 +217,16 @@ def own_head_port(settings: Settings) -> int | None:
     ray_dir = settings.home / "ray"
     try:
         pid = int((ray_dir / "head.pid").read_text())
-        port = int((ray_dir / "head.port").read_text())
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read()
+            arguments = handle.read().decode(errors="replace").split("\0")
     except (OSError, ValueError):
         return None
-    if not _running(pid) or f"--dashboard-port={port}".encode() not in command:
+    ports = [a.removeprefix("--dashboard-port=") for a in arguments if a.startswith("--dashboard-port=")]
+    if not _running(pid) or "start" not in arguments or len(ports) != 1 or not ports[0].isdigit():
         return None
-    return port
+    # The port from the head's own command line: a head started before head.port was
+    # written (an older vidistill, on 8265) is still found and not left running beside a new one.
+    return int(ports[0])
 
 
 def connect_cluster(settings: Settings, *, start: bool = True) -> RayCluster:
