@@ -67,9 +67,10 @@ def test_a_yaml_error_in_the_train_config_names_the_file_field(tmp_path, cli_env
 
 def test_a_bad_setting_is_named_as_such_not_as_the_job_queue(cli_env, monkeypatch):
     monkeypatch.setenv("VIDISTILL_POLL_INTERVAL", "soon")
-    result = invoke("jobs", "list")
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: invalid setting: VIDISTILL_POLL_INTERVAL='soon' is not a valid float")
+    for command in (["jobs", "list"], ["cluster", "status"], ["dispatcher"]):
+        result = invoke(*command)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("Error: invalid setting: VIDISTILL_POLL_INTERVAL='soon' is not a valid float")
 
 
 def test_experiments_are_marked_as_model_training_for_the_mlflow_ui(tmp_path, monkeypatch):

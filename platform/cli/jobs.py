@@ -29,12 +29,15 @@ from vidistill.platform.settings import Settings, redact
 STATES = [state.value for state in JobState]
 
 
-def _queue() -> JobQueue:
-    settings = None
+def _settings() -> Settings:
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except ValueError as error:  # a bad variable (VIDISTILL_POLL_INTERVAL=soon): say which, not "the queue"
         raise click.ClickException(f"invalid setting: {error}") from None
+
+
+def _queue() -> JobQueue:
+    settings = _settings()
     try:
         return JobQueue(settings)
     except Exception as error:  # unreachable PostgreSQL, bad URL, unwritable home
@@ -51,7 +54,7 @@ _FORCE_HELP = ("Act on another owner's job; needs VIDISTILL_ADMIN=1. Without it,
 
 def _acting_user(force: bool) -> tuple[str, bool]:
     """(who is asking, whether the owner check is overridden)."""
-    if force and not Settings.from_env().admin:
+    if force and not _settings().admin:
         raise click.UsageError("--force acts on other owners' jobs and needs the admin setting: "
                                "VIDISTILL_ADMIN=1")
     return default_owner(), force
@@ -400,7 +403,7 @@ def jobs_retry(job_id, force) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"re-queued job {', '.join(map(str, requeued))}" if len(requeued) == 1
                else f"re-queued jobs {', '.join(map(str, requeued))}")
-    _maybe_start_dispatcher(Settings.from_env())
+    _maybe_start_dispatcher(_settings())
 
 
 @jobs.command("logs")
@@ -483,7 +486,7 @@ def dispatcher(poll_interval, stale_after, verbose) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if verbose:  # ours only: Ray's and SQLAlchemy's debug output would drown it
         logging.getLogger("vidistill").setLevel(logging.DEBUG)
-    settings = Settings.from_env()
+    settings = _settings()
     changes = {k: v for k, v in (("poll_interval", poll_interval), ("stale_after", stale_after)) if v is not None}
     from vidistill.platform.ray_cluster import ClusterConfigError
 
@@ -507,7 +510,7 @@ def cluster_status(as_json) -> None:
     """Ray nodes, CPUs/GPUs used by running jobs and free, queued demand, dispatchers."""
     from vidistill.platform.ray_cluster import ClusterUnavailable, connect_cluster
 
-    settings = Settings.from_env()
+    settings = _settings()
     queue = _queue()
     status: dict[str, Any] = {"ray": {"address": None, "reachable": False, "error": None, "nodes": []}}
     try:
@@ -571,7 +574,7 @@ def cluster_stop_local() -> None:
     """
     from vidistill.platform.ray_cluster import stop_started_head
 
-    pid = stop_started_head(Settings.from_env())
+    pid = stop_started_head(_settings())
     click.echo(f"stopped the local Ray head (pid {pid})" if pid else "no local Ray head started by vidistill is running")
 
 
