@@ -41,3 +41,24 @@ def test_cancelling_a_job_whose_ray_job_never_started_takes_effect_at_once(ray_s
         assert (job.state, job.error) == ("cancelled", "cancelled by request before it started")
     finally:
         cluster.stop(blocker, wait=30)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_job_logs_to_the_tracking_store_of_its_submitter(ray_settings, tmp_path, monkeypatch):
+    # The head (and this dispatcher) know no such store: the job gets it from its row.
+    store = f"sqlite:///{tmp_path / 'submitter' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    queue = JobQueue(ray_settings)
+    job_id = queue.submit("command", {"command": 'echo "store=$MLFLOW_TRACKING_URI"', "cpus": 0.1}).id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////dispatcher/elsewhere.db")
+    dispatcher = Dispatcher(queue, RayCluster(ray_settings.ray_address))
+
+    def finished():
+        dispatcher.run_once()
+        return queue.get(job_id).job_state.is_finished
+
+    wait_until(finished, timeout=120, interval=0.5, message="the job to finish")
+    job = queue.get(job_id)
+    assert job.state == "succeeded", job.error
+    with open(job.log_path) as log:
+        assert f"store={store}\n" in log.read()
