@@ -45,8 +45,6 @@ def check_submission(kind: str, config: Mapping[str, Any], *, owner: str | None,
 
 
 def check_sizes(config: Mapping[str, Any], *, owner: str | None, priority: int) -> None:
-    if owner is not None and not owner.strip():
-        raise ConfigError("owner", "must not be empty")
     if owner is not None and len(owner) > MAX_OWNER_CHARS:
         raise ConfigError("owner", f"is {len(owner)} characters long; at most {MAX_OWNER_CHARS}")
     low, high = PRIORITY_RANGE
