@@ -115,10 +115,13 @@ def check_registered_models(config: Mapping[str, Any], tracking_uri: str | None)
     client = MlflowClient(uri, registry_uri=uri)
     for model in uris:
         match = _VERSION_URI.match(model)
+        field = "models" if model in (config.get("models") or []) else "teacher"
         try:
             client.get_model_version(match["name"], match["version"])
-        except MlflowException:
-            field = "models" if model in (config.get("models") or []) else "teacher"
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise ConfigError(field, f"cannot check {model} in the model registry at {_redacted(uri)}: "
+                                         f"{error.message[:300]}") from None
             raise ConfigError(field, f"{model} is not in the model registry at {_redacted(uri)}; "
                                      "list versions with `mlflow models` / `vidistill ui`, or submit this job "
                                      "--after the job that registers it") from None
