@@ -105,7 +105,7 @@ def test_killed_worker_is_retried_and_gives_up_after_max_attempts(ray_settings, 
     wait_until(lambda: finished(queue, [broken]), timeout=30, message="the broken job to finish")
     job = queue.get(broken)
     assert (job.state, job.attempts, job.exit_code, job.error_kind) == ("failed", 1, 3, "exit")
-    assert job.error == "exited with code 3; see `vidistill jobs logs`"
+    assert job.error == "exited with code 3; see `vidistill jobs logs`; last line: oops"
     assert "oops" in Path(job.log_path).read_text()
 
 

@@ -86,7 +86,12 @@ def test_a_bad_space_is_refused_naming_its_key(tmp_path, text, message):
 def test_submit_job_tune_refuses_a_bad_space_file_with_its_key_and_resolves_a_good_one(queue, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: {loguniform: [0.001, 0.1]}\nattention: [soft-atten, bogus]\n")
-    config = {"space": str(bad), "trials": 4, "teacher": "models:/tiny-teacher-flow/1", "set": fake_data()}
+    # Folders that exist and a teacher alias: what submit checks besides the space (test_submit_checks).
+    (tmp_path / "src").mkdir()
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "manifest.json").write_text('{"videos": {"a/v0": {}}}')
+    data = [f"data.prepared={tmp_path / 'frames'}", f"data.root={tmp_path / 'src'}", "data.name=tiny"]
+    config = {"space": str(bad), "trials": 4, "teacher": "models:/tiny-teacher-flow@best", "set": data}
     with pytest.raises(ConfigError) as refused:
         queue.submit("tune", config)
     assert refused.value.field == "space"
@@ -97,10 +102,10 @@ def test_submit_job_tune_refuses_a_bad_space_file_with_its_key_and_resolves_a_go
     good = tmp_path / "good.yaml"
     good.write_text(SPACE)
     job = queue.submit("tune", {**config, "space": str(good), "max_concurrent": 3, "trial_gpus": 0.5,
-                                "set": fake_data(*TRIAL, "num_workers=2", "batch_size=4")})
+                                "set": [*data, *TRIAL, "num_workers=2", "batch_size=4"]})
     good.write_text("lr: [0.5]\n")  # the job keeps what was submitted
     assert job.config["resolved_space"]["model.attention"] == {"choice": ["soft-atten", "prob-atten"]}
-    assert job.config["resolved"]["distill"]["teacher"] == "models:/tiny-teacher-flow/1"
+    assert job.config["resolved"]["distill"]["teacher"] == "models:/tiny-teacher-flow@best"
     # 3 concurrent trials of 2 workers, each worker half a GPU.
     assert (job.num_workers, job.cpus_per_worker, job.gpus_per_worker) == (6, 1.0, 0.5)
 

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from sqlalchemy import bindparam, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
-from vidistill.platform.kinds import get_kind
+from vidistill.platform.kinds import ConfigError, get_kind
 from vidistill.platform.queue.db import connect
 from vidistill.platform.queue.models import (
     Dispatcher,
@@ -127,8 +127,16 @@ class JobQueue:
         Raises UnknownKind, ConfigError (field + reason) or JobNotFound (a
         dependency that does not exist) before anything is written.
         """
+        from vidistill.platform.submit_checks import check_submission, tracking_uri_for_job
+
         job_kind = get_kind(kind)
         normalised, resources = job_kind.validated(config)
+        try:
+            tracking_uri = tracking_uri_for_job()
+        except ConfigError as error:
+            raise error.for_kind(job_kind.name) from None
+        check_submission(job_kind.name, normalised, owner=owner, priority=priority, depends_on=depends_on,
+                         tracking_uri=tracking_uri)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         with self._write() as session, session.begin():
@@ -149,6 +157,7 @@ class JobQueue:
                 max_attempts=max_attempts,
                 retries=0,
                 cancel_requested=False,
+                mlflow_tracking_uri=tracking_uri,
                 created_at=utcnow(),
                 dependency_links=[JobDependency(depends_on_id=dep_id) for dep_id in dependency_ids],
             )
