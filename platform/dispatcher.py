@@ -313,7 +313,7 @@ class Dispatcher:
         }
         if job.mlflow_tracking_uri:
             # Runs and models land in the store of whoever submitted, not the head's (no password
-            # in it: submit_checks.tracking_uri_for_job refused those).
+            # in it: submission.tracking_uri_for_job refused those).
             env["MLFLOW_TRACKING_URI"] = job.mlflow_tracking_uri
         if job.mlflow_run_id:
             # A retry continues the run (and checkpoints) of the attempt that died.

@@ -18,6 +18,7 @@ from vidistill.platform.queue.db import close_engine
 from vidistill.platform.ray_cluster import RayCluster
 from vidistill.platform.settings import Settings, redact
 from vidistill.trainers.tracking import scrub_credentials
+from vidistill.platform.submission import submit_job
 
 PASSWORD = "pw-Sx9-never-shown"
 
@@ -81,7 +82,7 @@ def test_cancel_and_retry_of_another_owners_job_are_refused_unless_an_admin_forc
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_queue_api_checks_owners_only_when_told_who_asks(queue):
-    job = queue.submit("command", {"command": "true"}, owner="ana")
+    job = submit_job(queue, "command", {"command": "true"}, owner="ana")
     with pytest.raises(NotOwner) as refused:
         queue.cancel(job.id, user="bo")
     assert (refused.value.owner, refused.value.user, refused.value.action) == ("ana", "bo", "cancel")
@@ -152,8 +153,8 @@ def test_the_queue_password_stays_out_of_job_records_logs_and_ray(postgres_url, 
         "VIDISTILL_POLL_INTERVAL": "0.2", "VIDISTILL_STALE_AFTER": "3", "VIDISTILL_AUTOSTART_DISPATCHER": "0",
     })
     queue = JobQueue(settings)
-    printer = queue.submit("command", {"command": "env; echo printed-env", "cpus": 0.2}).id
-    greeter = queue.submit("test-greet", {"name": "ana", "workers": 1}).id
+    printer = submit_job(queue, "command", {"command": "env; echo printed-env", "cpus": 0.2}).id
+    greeter = submit_job(queue, "test-greet", {"name": "ana", "workers": 1}).id
     group = DispatcherProcesses(settings, tmp_path)
     group.start(1)
     try:

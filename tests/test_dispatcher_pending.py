@@ -10,6 +10,7 @@ from platform_fixtures import wait_until
 from vidistill.platform.dispatcher import Dispatcher, classify_exit
 from vidistill.platform.queue import ErrorKind, JobQueue, JobState
 from vidistill.platform.ray_cluster import RayCluster, RayJobState
+from vidistill.platform.submission import submit_job
 
 
 def test_a_ray_job_whose_supervisor_cannot_start_fails_with_the_reason_not_retried():
@@ -28,7 +29,7 @@ def test_cancelling_a_job_whose_ray_job_never_started_takes_effect_at_once(ray_s
     try:
         wait_until(lambda: cluster.state(blocker).status == "RUNNING", timeout=60, message="the blocker to run")
         queue = JobQueue(ray_settings)
-        job_id = queue.submit("command", {"command": "echo never", "gpus": 1, "cpus": 0.1}).id
+        job_id = submit_job(queue, "command", {"command": "echo never", "gpus": 1, "cpus": 0.1}).id
         dispatcher = Dispatcher(queue, cluster)
         dispatcher.run_once()
         job = queue.get(job_id)
@@ -49,7 +50,7 @@ def test_a_job_logs_to_the_tracking_store_of_its_submitter(ray_settings, tmp_pat
     store = f"sqlite:///{tmp_path / 'submitter' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     queue = JobQueue(ray_settings)
-    job_id = queue.submit("command", {"command": 'echo "store=$MLFLOW_TRACKING_URI"', "cpus": 0.1}).id
+    job_id = submit_job(queue, "command", {"command": 'echo "store=$MLFLOW_TRACKING_URI"', "cpus": 0.1}).id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////dispatcher/elsewhere.db")
     dispatcher = Dispatcher(queue, RayCluster(ray_settings.ray_address))
 

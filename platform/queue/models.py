@@ -131,7 +131,7 @@ class Job(Base):
     ray_address: Mapped[str | None] = mapped_column(String(256), nullable=True)
     ray_submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # The submitter's MLflow store: the job logs and registers there (no password: see submit_checks).
+    # The submitter's MLflow store: the job logs and registers there (no password: see platform/submission.py).
     mlflow_tracking_uri: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,8 +1,10 @@
-"""Checks made when a job is submitted, beyond its config's own fields.
+"""Submitting a job: `submit_job` validates its config against its kind, checks it, and
+writes the row. The one door to the queue for the CLI, the pipelines and the tests; the
+store itself knows rows, not kinds.
 
 `submit-job --help` promises that a config is checked when the job is submitted, never
 discovered later on a worker. The config classes check their fields; what needs the world
-outside the config is checked here, once, by `JobQueue.submit`:
+outside the config is checked here, once, by `submit_job`:
 
 * sizes: the owner fits its column; the stored config (a command line, say) stays far below
   what Ray can pass to a job's supervisor, which hung a 200 k-character command for minutes;
@@ -24,12 +26,36 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from vidistill.platform.kinds import get_kind
 from vidistill.platform.kinds.config import ConfigError
+from vidistill.platform.queue import Job, JobQueue
 
 MAX_OWNER_CHARS = 128           # the jobs.owner column is VARCHAR(128)
 MAX_CONFIG_CHARS = 64 * 1024    # Ray passes the entrypoint as one argument; Linux caps one at 128 KiB
 PRIORITY_RANGE = (-(2 ** 31), 2 ** 31 - 1)  # the jobs.priority column is a 32-bit INTEGER on PostgreSQL
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+
+
+def submit_job(queue: JobQueue, kind: str, config: Mapping[str, Any] | None = None, *,
+               owner: str | None = None, priority: int = 0, depends_on: Sequence[int] = (),
+               max_attempts: int = 3) -> Job:
+    """Validate `config` for `kind`, check it against the world, and queue the job.
+
+    Raises UnknownKind, ConfigError (field + reason) or JobNotFound (a dependency that does
+    not exist) before anything is written.
+    """
+    job_kind = get_kind(kind)
+    normalised, resources = job_kind.validated(config)
+    try:
+        tracking_uri = tracking_uri_for_job()
+    except ConfigError as error:
+        raise error.for_kind(job_kind.name) from None
+    check_submission(job_kind.name, normalised, owner=owner, priority=priority, depends_on=depends_on,
+                     tracking_uri=tracking_uri)
+    return queue.insert_job(job_kind.name, normalised, num_workers=resources.num_workers,
+                            cpus_per_worker=resources.cpus_per_worker, gpus_per_worker=resources.gpus_per_worker,
+                            owner=owner, priority=priority, depends_on=depends_on, max_attempts=max_attempts,
+                            mlflow_tracking_uri=tracking_uri)
 
 
 def check_submission(kind: str, config: Mapping[str, Any], *, owner: str | None, priority: int,
@@ -155,4 +181,4 @@ def _redacted(uri: str) -> str:
     return re.sub(r"//([^/@:]+):[^/@]*@", r"//\1:***@", uri)
 
 
-__all__ = ["check_prepared_folder", "check_submission", "default_tracking_uri", "tracking_uri_for_job"]
+__all__ = ["check_prepared_folder", "check_submission", "submit_job", "default_tracking_uri", "tracking_uri_for_job"]
