@@ -59,7 +59,10 @@ def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
                   gumbel_temperature=config.model.gumbel_temperature, pretrained=config.model.pretrained or None)
     if config.role == "teacher":
         return create_teacher(config.model.name, **kwargs)
-    if config.role == "distill" and config.model.attention != "none":
+    if config.role == "distill" and config.distill.objective == "attention":
+        # Only Eq. 8 supervises a motion branch; feature and logit distillation (Sec. 4.3's
+        # baselines) train the one-branch RGB network of model.attention, whose every part
+        # gets a signal.
         return create_student(config.model.name, **kwargs)
     return create_model(config.model.name, in_channels=3, **kwargs)
 
