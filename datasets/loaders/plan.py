@@ -115,16 +115,17 @@ def _plan_train(videos, config: ClipLoaderConfig, rng: np.random.Generator) -> l
         crop_x = int(rng.integers(0, video.width - size + 1))
         flip = bool(rng.random() < 0.5) if config.flip else False
         colour = {}
+        # Drawn for every modality, used for RGB only: the random stream, so the starts, crops
+        # and flips, is then the same for RGB, flow and paired loaders of one seed.
+        contrast = float(np.float32(rng.uniform(1 - config.contrast, 1 + config.contrast)))
+        brightness = rng.uniform(-config.brightness, config.brightness) * 255.0
+        saturation = rng.uniform(1 - config.saturation, 1 + config.saturation)
         if config.jitter:
-            contrast = float(np.float32(rng.uniform(1 - config.contrast, 1 + config.contrast)))
-            brightness = rng.uniform(-config.brightness, config.brightness) * 255.0
             colour = {
                 "contrast": contrast,
                 # x * c + (b + (1 - c) * 128): contrast about mid-grey, then brightness
                 "brightness_shift": float(np.float32(brightness + (1.0 - contrast) * 128.0)),
-                "saturation": float(
-                    np.float32(rng.uniform(1 - config.saturation, 1 + config.saturation))
-                ),
+                "saturation": float(np.float32(saturation)),
             }
         specs.append(
             ClipSpec(int(index), video.label, start, crop_y, crop_x, size, size, flip, **colour)
