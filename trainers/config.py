@@ -33,7 +33,12 @@ class DataConfig:
     layout: str = "generic"  # ucf101 | hmdb51 | egtea | ssv2 | generic
     split: int = 1
     train_subset: str = "train"
-    val_subset: str = "test"  # the validation loss that drives the lr decay; UCF101/HMDB51 have no val split
+    # The validation set that drives the lr decay, precise-BN checkpoint choice and Tune. Empty:
+    # a seeded, class-stratified slice (val_fraction) held out of the training list, since
+    # UCF101/HMDB51 have no val split and the test set must only be read by `evaluate`.
+    val_subset: str = ""
+    val_fraction: float = 0.15
+    val_seed: int = 0
     test_subset: str = "test"
     name: str = ""  # data set name used in registered model names; defaults to the prepared folder's name
     clip_length: int = 24
@@ -116,6 +121,12 @@ class TrainConfig:
                 fail(name, f"must be at least 1, got {value}")
         if self.batch_size % self.num_workers:
             fail("batch_size", f"{self.batch_size} does not split evenly over {self.num_workers} workers")
+        if not self.data.val_subset and not 0 < self.data.val_fraction < 1:
+            fail("data.val_fraction", f"must be in (0, 1) to hold a validation slice out of training, "
+                                      f"got {self.data.val_fraction}")
+        if self.data.val_subset and self.data.val_subset == self.data.test_subset:
+            fail("data.val_subset", f"{self.data.val_subset!r} is the test subset: the schedule and Tune must not "
+                                    "read it; leave val_subset empty to hold a slice of training out")
         if not 0 <= self.model.dropout < 1:
             fail("model.dropout", f"must be in [0, 1), got {self.model.dropout}")
         if self.optim.lr <= 0:
