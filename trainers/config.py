@@ -59,6 +59,9 @@ class ModelConfig:
     pretrained: str = ""  # pytorch-i3d checkpoint (rgb_imagenet.pt / flow_imagenet.pt); empty: random init
     dropout: float = 0.7
     gumbel_temperature: float = 0.5
+    # Eq. 7 for the two-branch student: "logits" sums the branches' logits (a product of
+    # experts, the default so far), "probs" sums their softmax outputs as the paper writes it.
+    branch_fusion: str = "logits"
 
 
 @dataclass
@@ -131,6 +134,8 @@ class TrainConfig:
             fail("model.dropout", f"must be in [0, 1), got {self.model.dropout}")
         if self.optim.lr <= 0:
             fail("optim.lr", f"must be positive, got {self.optim.lr}")
+        if self.model.branch_fusion not in ("logits", "probs"):
+            fail("model.branch_fusion", f"must be logits or probs, not {self.model.branch_fusion!r}")
         from vidistill.trainers.models import InvalidAttentionError, attention_variant, list_models
 
         if self.model.name not in list_models():
