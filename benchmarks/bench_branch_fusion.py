@@ -1,0 +1,67 @@
+"""Eq. 7 two ways on the synthetic motion benchmark: the student's branches fused by summing
+their logits (model.branch_fusion=logits, a product of experts) or their softmax outputs
+(probs, as the paper writes Eq. 7). Same data, teacher, seed and schedule as
+bench_synthetic_accuracy.py; video-level test top-1 of each Prob-Distill student.
+
+    python benchmarks/bench_branch_fusion.py --seeds 0 --epochs 30 --json fusion.json
+
+Measured: see the README's "Eq. 7" note (the figure, the command and the machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from synthetic_workdir import benchmark_workdir, prepared_synthetic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--videos-per-class", type=int, default=24)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    workdir = benchmark_workdir(args.workdir, "vidistill-fusion-")
+    from vidistill.trainers.config import load_config
+    from vidistill.trainers.evaluate import evaluate
+    from vidistill.trainers.train import train
+
+    # The accuracy benchmark's data and schedule (see its comments for why each).
+    source, prepared = prepared_synthetic(
+        workdir, dict(classes=4, videos_per_class=args.videos_per_class, frames=24, width=128, height=96,
+                      distractors=1, test_fraction=1 / 3, seed=0),
+        dict(width=112, height=96, flow_method="farneback", flow_bound=4.0))
+    common = [f"data.prepared={prepared}", f"data.root={source}", "data.clip_length=16", "data.crop_size=80",
+              "data.flip=false", "data.test_clips_per_video=3", "data.backend=opencv", "data.loader_workers=2",
+              "model.name=i3d_tiny", "batch_size=8", "num_workers=1", f"epochs={args.epochs}", "optim.lr=0.01",
+              f"optim.plateau_patience={args.epochs + 1}"]
+    results: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        began = time.perf_counter()
+        teacher = train(load_config(overrides=common + ["role=teacher", f"seed={seed}",
+                                                        f"data.name=s{seed}-teacher"])).model_uri
+        print(f"seed {seed}: teacher in {time.perf_counter() - began:.0f} s", flush=True)
+        for fusion in ("logits", "probs"):
+            began = time.perf_counter()
+            config = load_config(overrides=common + ["role=distill", f"distill.teacher={teacher}",
+                                                     f"model.branch_fusion={fusion}", f"seed={seed}",
+                                                     f"data.name=s{seed}-student-{fusion}"])
+            uri = train(config).model_uri
+            top1 = evaluate([uri], config.data, run_name=f"fusion {fusion} seed {seed}")[uri].top1
+            results.setdefault(fusion, []).append(top1)
+            print(f"seed {seed}: branch_fusion={fusion} top1 {top1:.3f} ({time.perf_counter() - began:.0f} s)",
+                  flush=True)
+    for fusion, values in results.items():
+        print(f"  branch_fusion={fusion:<7} mean top-1 {sum(values) / len(values):.3f}  per seed "
+              + " ".join(f"{v:.3f}" for v in values))
+    if args.json:
+        args.json.write_text(json.dumps({"seeds": args.seeds, "epochs": args.epochs, "top1": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
