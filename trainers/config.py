@@ -99,6 +99,10 @@ class TrainConfig:
     num_workers: int = 1  # Ray Train workers (data parallel)
     use_gpu: bool = False
     seed: int = 0
+    # BN statistics recomputed on full-frame clips of this many training videos before each
+    # validation (precise BN; 0: off), and the weights registered: "best" on validation or "last".
+    precise_bn_clips: int = 200
+    keep_weights: str = "best"
     experiment: str = "vidistill"
     register: bool = True
 
@@ -130,6 +134,10 @@ class TrainConfig:
         if self.data.val_subset and self.data.val_subset == self.data.test_subset:
             fail("data.val_subset", f"{self.data.val_subset!r} is the test subset: the schedule and Tune must not "
                                     "read it; leave val_subset empty to hold a slice of training out")
+        if self.keep_weights not in ("best", "last"):
+            fail("keep_weights", f"must be best (on validation) or last, not {self.keep_weights!r}")
+        if self.precise_bn_clips < 0:
+            fail("precise_bn_clips", f"must be 0 (off) or more, got {self.precise_bn_clips}")
         if not 0 <= self.model.dropout < 1:
             fail("model.dropout", f"must be in [0, 1), got {self.model.dropout}")
         if self.optim.lr <= 0:

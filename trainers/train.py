@@ -34,6 +34,8 @@ from vidistill.trainers.data import MODALITY, clip_loader, open_splits
 from vidistill.trainers.losses import DISTILLATION_OBJECTIVES, TeacherSignals, attention_distillation_loss, \
     recognition_loss
 from vidistill.trainers.models import create_model, create_student, create_teacher
+from vidistill.trainers.kept_weights import TAG_KEPT, BestOnValidation, kept_model_state
+from vidistill.trainers.precise_bn import full_frame_training_clips, recompute_batchnorm
 from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, pin_teacher, state_digest
 
 CHECKPOINT_FILE = "state.pt"
@@ -127,12 +129,15 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
         # The run can still be resumed: train(config, run_id) reopens it.
         client.set_terminated(run_id, status="FAILED")
         raise
+    with result.checkpoint.as_directory() as folder:
+        weights, kept = kept_model_state(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu"),
+                                         config.keep_weights)
+    client.set_tag(run_id, TAG_KEPT, kept)
     if not config.register:
         client.set_terminated(run_id, status="FINISHED")
         return TrainResult(run_id, None, None, dict(result.metrics or {}))
     model = build_model(config, len(splits.classes))
-    with result.checkpoint.as_directory() as folder:
-        model.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")["model"])
+    model.load_state_dict(weights)
     version = tracking.register_model(run_id, model, config, splits.content_hash)
     client.set_terminated(run_id, status="FINISHED")
     return TrainResult(run_id, version.name, str(version.version), dict(result.metrics or {}))
@@ -170,6 +175,9 @@ def train_worker(args: dict) -> None:
     val_loader = clip_loader(splits.val, config.data, modality=MODALITY[config.role], train=False,
                              batch_size=per_worker, seed=config.seed, rank=rank, world_size=world,
                              device=loader_device, clips_per_video=1)
+    bn_loader = full_frame_training_clips(splits.train, config.data, clips=config.precise_bn_clips,
+                                          modality=MODALITY[config.role], batch_size=per_worker, seed=config.seed,
+                                          rank=rank, world_size=world, device=loader_device)
 
     # -- model, optimiser, teacher -------------------------------------------------------------
     model = build_model(config, num_classes).to(device, memory_format=memory_format)
@@ -198,11 +206,13 @@ def train_worker(args: dict) -> None:
 
     # -- resume --------------------------------------------------------------------------------
     start_epoch = 0
+    best = BestOnValidation()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device)
         core.load_state_dict(state["model"])
+        best = BestOnValidation(state)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
@@ -250,8 +260,13 @@ def train_worker(args: dict) -> None:
                            f"loss {sums['loss'] / clips:.4f} {rate:.1f} clips/s ETA {_clock(left)}")
         train_seconds = time.perf_counter() - began
         metrics = {f"train_{k}": v for k, v in _mean_over_workers(sums, clips, device).items()}
+        if bn_loader is not None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                recompute_batchnorm(core, bn_loader, input_key, device, memory_format=memory_format)
         metrics.update(_validate(model, val_loader, input_key, device, memory_format, on_gpu))
         scheduler.step(metrics["val_loss"])
+        best.update(epoch, metrics, core.state_dict())
+        metrics.update(best.metrics())
         metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], epoch_seconds=train_seconds,
                        train_clips_per_second=_total(clips, device) / train_seconds)
 
@@ -266,7 +281,8 @@ def train_worker(args: dict) -> None:
             saved = None
             if rank == 0:
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch}, Path(folder) / CHECKPOINT_FILE)
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, **best.state()},
+                           Path(folder) / CHECKPOINT_FILE)
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved)
     if teacher is not None and rank == 0:

@@ -569,11 +569,13 @@ def _register_best(client, run_id: str, best: TrialRow, config: TrainConfig, spl
     import torch
     from ray.train import Checkpoint
 
+    from vidistill.trainers.kept_weights import kept_model_state
     from vidistill.trainers.train import CHECKPOINT_FILE, build_model
 
     model = build_model(config, len(splits.classes))
     with Checkpoint(best.checkpoint_path).as_directory() as folder:
-        model.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")["model"])
+        checkpoint = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")
+    model.load_state_dict(kept_model_state(checkpoint, config.keep_weights)[0])
     version = tracking.register_model(best.run_id, model, config, splits.content_hash)
     tags = {TAG_PREFIX + "run_id": run_id, TAG_TRIAL: best.trial_id,
             TAG_PREFIX + "val_accuracy": best.val_accuracy, TAG_PREFIX + "val_loss": best.val_loss}
