@@ -82,9 +82,14 @@ class DistillConfig:
     feature_weight: float = 50.0
     logit_temperature: float = 4.0
     logit_alpha: float = 0.5
-    # Attention distillation reads the teacher's maps from a cache computed once per video
-    # instead of running the teacher at every step (see trainers/teacher.py); false runs it live.
+    # Attention distillation reads the teacher's exact map of each clip from a bank of
+    # teacher_bank_size augmentations (start, crop, flip) per video, computed once, instead of
+    # running the teacher at every step (see trainers/teacher_bank.py); false runs it live,
+    # with a new augmentation every epoch.
     cache_teacher_maps: bool = True
+    teacher_bank_size: int = 8
+    # Training clips on which every run compares the maps it uses with the live teacher's.
+    map_check_clips: int = 8
 
 
 @dataclass
@@ -134,6 +139,8 @@ class TrainConfig:
         if self.data.val_subset and self.data.val_subset == self.data.test_subset:
             fail("data.val_subset", f"{self.data.val_subset!r} is the test subset: the schedule and Tune must not "
                                     "read it; leave val_subset empty to hold a slice of training out")
+        if self.distill.teacher_bank_size < 1:
+            fail("distill.teacher_bank_size", f"must be at least 1, got {self.distill.teacher_bank_size}")
         if self.keep_weights not in ("best", "last"):
             fail("keep_weights", f"must be best (on validation) or last, not {self.keep_weights!r}")
         if self.precise_bn_clips < 0:

@@ -74,7 +74,7 @@ def hold_out_validation(train: PreparedSet, fraction: float, seed: int) -> tuple
 
 def clip_loader(videos: PreparedSet, data: DataConfig, *, modality: str, train: bool, batch_size: int,
                 seed: int, rank: int = 0, world_size: int = 1, device: str = "auto",
-                clips_per_video: int | None = None):
+                clips_per_video: int | None = None, bank_size: int = 0):
     """A loader of this rank's shard; test mode gives full-frame clips evenly spaced in each video."""
     config = ClipLoaderConfig(
         modality=modality,
@@ -90,5 +90,6 @@ def clip_loader(videos: PreparedSet, data: DataConfig, *, modality: str, train: 
         backend=data.backend,
         device=device,
         num_workers=data.loader_workers,
+        bank_size=bank_size,
     )
     return make_clip_loader(videos, config)

@@ -36,7 +36,8 @@ from vidistill.trainers.losses import DISTILLATION_OBJECTIVES, TeacherSignals, a
 from vidistill.trainers.models import create_model, create_student, create_teacher
 from vidistill.trainers.kept_weights import TAG_KEPT, BestOnValidation, kept_model_state
 from vidistill.trainers.precise_bn import full_frame_training_clips, recompute_batchnorm
-from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, pin_teacher, state_digest
+from vidistill.trainers.teacher import check_teacher_fits, load_teacher, pin_teacher, state_digest
+from vidistill.trainers.teacher_bank import TAG_TEACHER_MAPS, TeacherBank, live_map_divergence, teacher_log_probs
 
 CHECKPOINT_FILE = "state.pt"
 # Digests of the teacher's weights and buffers as the workers loaded it and after the last epoch.
@@ -171,7 +172,8 @@ def train_worker(args: dict) -> None:
     input_key = "flow" if config.role == "teacher" else "rgb"
     loader_device = "gpu" if on_gpu else "cpu"
     train_loader = clip_loader(splits.train, config.data, modality=modality, train=True, batch_size=per_worker,
-                               seed=config.seed, rank=rank, world_size=world, device=loader_device)
+                               seed=config.seed, rank=rank, world_size=world, device=loader_device,
+                               bank_size=config.distill.teacher_bank_size if cache_maps else 0)
     val_loader = clip_loader(splits.val, config.data, modality=MODALITY[config.role], train=False,
                              batch_size=per_worker, seed=config.seed, rank=rank, world_size=world,
                              device=loader_device, clips_per_video=1)
@@ -193,8 +195,10 @@ def train_worker(args: dict) -> None:
         if rank == 0:
             client.set_tag(run_id, TAG_TEACHER_AT_START, state_digest(teacher))
         if cache_maps:
-            teacher_maps = TeacherMapCache.for_run(teacher, splits.train, config, device, rank, world)
-            # From here on the teacher is only kept to show, at the end, that it did not change.
+            teacher_maps = TeacherBank.for_run(teacher, splits.train, config, device, rank, world)
+            # From here on the teacher only checks the maps and shows, at the end, that it did not change.
+        if rank == 0 and config.distill.objective == "attention":
+            _check_teacher_maps(client, run_id, config, teacher, teacher_maps, splits.train, train_loader, device)
     objective = DISTILLATION_OBJECTIVES[config.distill.objective] if distill else None
     # Fixed validation clips whose maps are drawn every epoch (rank 0; models with attention).
     image_batch = None
@@ -223,8 +227,7 @@ def train_worker(args: dict) -> None:
         if not distill:
             return recognition_loss(output, labels)
         if teacher_maps is not None:
-            signals = TeacherSignals(motion_log_probs=teacher_maps.clip_log_probs(
-                batch["video_index"], batch["start"], batch["crop"], batch["flip"]).to(device))
+            signals = TeacherSignals(motion_log_probs=teacher_maps.clip_log_probs(batch).to(device))
             return attention_distillation_loss(output, labels, signals, config.distill.lambda1,
                                                config.distill.lambda2)
         with torch.no_grad():
@@ -287,6 +290,22 @@ def train_worker(args: dict) -> None:
             ray.train.report(metrics, checkpoint=saved)
     if teacher is not None and rank == 0:
         client.set_tag(run_id, TAG_TEACHER_AT_END, state_digest(teacher))
+
+
+def _check_teacher_maps(client, run_id, config, teacher, bank, videos, train_loader, device) -> None:
+    """Log sum_t KL[live || used] on the first training clips, and what the maps used are."""
+    specs = [spec for batch in train_loader.planned_batches() for spec in batch][:config.distill.map_check_clips]
+    if not specs:
+        return
+    if bank is not None:
+        used, what = bank.clip_log_probs, TeacherBank.description.format(k=bank.bank_size)
+    else:
+        used, what = (lambda batch: teacher_log_probs(teacher, batch["flow"].to(device))), "exact: the live teacher"
+    divergence = live_map_divergence(teacher, used, videos, config.data, specs, device, seed=config.seed)
+    client.set_tag(run_id, TAG_TEACHER_MAPS, what)
+    _log_epoch(client, run_id, divergence, 0)
+    _say(0, f"teacher maps: {what}; sum_t KL[live || used] mean {divergence['teacher_map_kl_live_used_mean']:.2e} "
+            f"max {divergence['teacher_map_kl_live_used_max']:.2e} over {len(specs)} training clips")
 
 
 def _validate(model, loader, input_key, device, memory_format, on_gpu) -> dict[str, float]:

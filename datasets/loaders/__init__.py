@@ -59,7 +59,7 @@ import logging
 
 from vidistill.datasets.errors import DatasetError
 from vidistill.datasets.layouts import Listing
-from vidistill.datasets.loaders.plan import ClipLoaderConfig, ClipSpec, plan_epoch
+from vidistill.datasets.loaders.plan import ClipLoaderConfig, ClipSpec, augmentation_bank, plan_epoch
 from vidistill.datasets.rawframes import PreparedSet
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "ClipSpec",
     "DEFAULT_CPU_BACKEND",
     "DEFAULT_CPU_VIDEO_BACKEND",
+    "augmentation_bank",
     "make_clip_loader",
     "plan_epoch",
     "resolve_backend",
