@@ -265,7 +265,8 @@ def train_worker(args: dict) -> None:
         metrics = {f"train_{k}": v for k, v in _mean_over_workers(sums, clips, device).items()}
         if bn_loader is not None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                recompute_batchnorm(core, bn_loader, input_key, device, memory_format=memory_format)
+                bn_clips = recompute_batchnorm(core, bn_loader, input_key, device, memory_format=memory_format)
+            metrics["precise_bn_clips"] = _total(bn_clips, device)
         metrics.update(_validate(model, val_loader, input_key, device, memory_format, on_gpu))
         scheduler.step(metrics["val_loss"])
         best.update(epoch, metrics, core.state_dict())
