@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from synthetic_workdir import benchmark_workdir, prepared_synthetic
+from synthetic_workdir import accuracy_benchmark_overrides, benchmark_workdir
 
 
 def main() -> None:
@@ -32,14 +32,7 @@ def main() -> None:
     from vidistill.trainers.train import train
 
     # The accuracy benchmark's data and schedule (see its comments for why each).
-    source, prepared = prepared_synthetic(
-        workdir, dict(classes=4, videos_per_class=args.videos_per_class, frames=24, width=128, height=96,
-                      distractors=1, test_fraction=1 / 3, seed=0),
-        dict(width=112, height=96, flow_method="farneback", flow_bound=4.0))
-    common = [f"data.prepared={prepared}", f"data.root={source}", "data.clip_length=16", "data.crop_size=80",
-              "data.flip=false", "data.test_clips_per_video=3", "data.backend=opencv", "data.loader_workers=2",
-              "model.name=i3d_tiny", "batch_size=8", "num_workers=1", f"epochs={args.epochs}", "optim.lr=0.01",
-              f"optim.plateau_patience={args.epochs + 1}"]
+    common = accuracy_benchmark_overrides(workdir, args.videos_per_class, args.epochs)
     results: dict[str, list[float]] = {}
     for seed in args.seeds:
         began = time.perf_counter()
