@@ -73,7 +73,7 @@ def test_the_students_teacher_maps_are_the_live_teachers_and_the_run_says_so(stu
     client = MlflowClient(tracking.tracking_uri())
     run = client.get_run(student.run_id)
     assert run.data.tags["vidistill.teacher_maps"].startswith("exact: the teacher's own map of each clip")
-    assert run.data.metrics["teacher_map_kl_clips"] == 8
+    assert 1 <= run.data.metrics["teacher_map_kl_clips"] <= 8  # rank 0's first training clips
     assert 0 <= run.data.metrics["teacher_map_kl_live_used_max"] < 1e-4
 
 
