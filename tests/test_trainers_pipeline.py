@@ -75,6 +75,8 @@ def test_the_students_teacher_maps_are_the_live_teachers_and_the_run_says_so(stu
     assert run.data.tags["vidistill.teacher_maps"].startswith("exact: the teacher's own map of each clip")
     assert 1 <= run.data.metrics["teacher_map_kl_clips"] <= 8  # rank 0's first training clips
     assert 0 <= run.data.metrics["teacher_map_kl_live_used_max"] < 1e-4
+    # The synthetic set knows where its actor is: the teacher's mass there against uniform (1.0).
+    assert run.data.metrics["teacher_actor_mass_ratio"] > 0
 
 
 def test_runs_validate_after_precise_bn_and_keep_their_best_validation_weights(teacher):

@@ -140,5 +140,19 @@ def live_map_divergence(teacher: torch.nn.Module, used_log_probs, videos: Prepar
     live = teacher_log_probs(teacher, batch["flow"].to(device))
     used = used_log_probs(batch).float().cpu()
     per_clip = torch.stack([sliced_kl(live[i:i + 1], used[i:i + 1]) for i in range(len(live))])
-    return {"teacher_map_kl_live_used_mean": float(per_clip.mean()),
-            "teacher_map_kl_live_used_max": float(per_clip.max()), "teacher_map_kl_clips": float(len(live))}
+    result = {"teacher_map_kl_live_used_mean": float(per_clip.mean()),
+              "teacher_map_kl_live_used_max": float(per_clip.max()), "teacher_map_kl_clips": float(len(live))}
+    if getattr(data, "root", ""):
+        result.update(_actor_mass(live, videos, data, specs))
+    return result
+
+
+def _actor_mass(live, videos: PreparedSet, data, specs) -> dict[str, float]:
+    """The teacher's actor mass on these clips when the data set is synthetic (it knows where)."""
+    from vidistill.datasets.rawframes import Manifest
+    from vidistill.trainers.actor_mass import load_actor_tracks, teacher_actor_mass
+
+    tracks = load_actor_tracks(data.root)
+    if tracks is None or not all(v.video_id in tracks["centres"] for v in videos.videos):
+        return {}
+    return teacher_actor_mass(live, videos, specs, tracks, Manifest.load(videos.root).fps, data.clip_length)
