@@ -31,3 +31,16 @@ def prepared_synthetic(workdir: Path, synthetic: dict, prepare: dict) -> tuple[P
     prepare_dataset(list_all_videos(DatasetConfig(root=source, layout="generic")),
                     PrepareConfig(out=prepared, workers=2, **prepare))
     return source, prepared
+
+
+def accuracy_benchmark_overrides(workdir: Path, videos_per_class: int, epochs: int) -> list[str]:
+    """The synthetic accuracy benchmark's data (made and prepared once in `workdir`) and schedule,
+    as config overrides; bench_synthetic_accuracy.py says why each choice."""
+    source, prepared = prepared_synthetic(
+        workdir, dict(classes=4, videos_per_class=videos_per_class, frames=24, width=128, height=96,
+                      distractors=1, test_fraction=1 / 3, seed=0),
+        dict(width=112, height=96, flow_method="farneback", flow_bound=4.0))
+    return [f"data.prepared={prepared}", f"data.root={source}", "data.clip_length=16", "data.crop_size=80",
+            "data.flip=false", "data.test_clips_per_video=3", "data.backend=opencv", "data.loader_workers=2",
+            "model.name=i3d_tiny", "batch_size=8", "num_workers=1", f"epochs={epochs}", "optim.lr=0.01",
+            f"optim.plateau_patience={epochs + 1}"]

@@ -11,6 +11,7 @@ student". Output is the generic layout::
     <out>/<class>/<class>_000.avi    encoded videos (mpeg4 .avi, h264 .mp4, vp9 .webm, mjpeg .avi)
     <out>/train.txt, <out>/test.txt  `<class>/<file> <label>` lines
     <out>/synthetic.json             the generator config, for lineage
+    <out>/actors.json                the moving actor's centre in every frame of every video
 
 Deterministic for a seed: each video draws from its own generator seeded by
 (seed, class, video), so changing the number of videos never changes the existing ones.
@@ -28,6 +29,9 @@ import numpy as np
 
 from vidistill.datasets.errors import DatasetError
 from vidistill.datasets.video import CODECS, write_video
+
+ACTORS_FILE = "actors.json"
+
 
 def _still(t: np.ndarray) -> np.ndarray:
     return np.zeros_like(t)
@@ -93,8 +97,10 @@ def _draw(image: np.ndarray, centre, angle: float, outline: np.ndarray, colour) 
     cv2.fillPoly(image, [np.rint(points * (1 << shift)).astype(np.int32)], colour, cv2.LINE_AA, shift)
 
 
-def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
-    """(frames, height, width, 3) uint8 RGB frames of one video of the given motion pattern."""
+def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator,
+                 actor_track: list | None = None) -> np.ndarray:
+    """(frames, height, width, 3) uint8 RGB frames of one video of the given motion pattern;
+    the moving actor's centre (x, y) in pixels at every frame is appended to `actor_track`."""
     width, height = config.width, config.height
     size = 0.18 * min(width, height)
     outline = _object_outline(size)
@@ -121,6 +127,8 @@ def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator
         for x, y, a in distractors:
             _draw(image, (x, y), a, outline, colour)
         _draw(image, start + path[i], start_angle + angle[i], outline, colour)
+        if actor_track is not None:
+            actor_track.append([float(c) for c in start + path[i]])
         noisy = image + rng.normal(0.0, config.noise * 255.0, image.shape)
         video[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return video
@@ -138,6 +146,7 @@ def make_synthetic(out: Path | str, config: SyntheticConfig = SyntheticConfig())
     out.mkdir(parents=True, exist_ok=True)
     extension = CODECS[config.codec][2]
     lists: dict[str, list[str]] = {"train": [], "test": []}
+    actors: dict[str, list[list[float]]] = {}
     for label, name in enumerate(config.class_names):
         (out / name).mkdir(exist_ok=True)
         tests = max(1, round(config.videos_per_class * config.test_fraction))
@@ -146,11 +155,15 @@ def make_synthetic(out: Path | str, config: SyntheticConfig = SyntheticConfig())
         for index in range(config.videos_per_class):
             rng = np.random.default_rng([config.seed, label, index])
             relative = f"{name}/{name}_{index:03d}{extension}"
-            write_video(out / relative, render_video(name, config, rng), config.fps, config.codec)
+            actors[relative] = []
+            write_video(out / relative, render_video(name, config, rng, actors[relative]), config.fps, config.codec)
             subset = "test" if index >= config.videos_per_class - tests else "train"
             lists[subset].append(f"{relative} {label}")
     (out / "classes.txt").write_text("\n".join(config.class_names) + "\n")
     for subset, lines in lists.items():
         (out / f"{subset}.txt").write_text("".join(line + "\n" for line in lines))
     (out / "synthetic.json").write_text(json.dumps(asdict(config), indent=1))
+    # Where the moving actor is in every frame (source pixels): what a teacher's map should find.
+    (out / ACTORS_FILE).write_text(json.dumps({"width": config.width, "height": config.height, "fps": config.fps,
+                                               "centres": actors}))
     return out

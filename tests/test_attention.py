@@ -115,3 +115,21 @@ def test_student_logits_are_the_sum_of_its_branches():
         phi, features = student.forward_features(x)
         per_branch = [b(phi, features)[0] for b in student.head.branches.values()]
     torch.testing.assert_close(out.logits, per_branch[0] + per_branch[1])  # Eq. 7, equal weights
+
+
+def test_eq7_as_the_paper_writes_it_sums_the_branches_softmax_outputs():
+    # Issue 13, defect 7: branch_fusion="probs" is Eq. 7's sum of F_R outputs (each a softmax,
+    # Eq. 4), normalised; the default "logits" stays the product of experts above.
+    student = create_model("i3d_tiny", num_classes=4, attention="prob-atten", attention_heads=("motion", "appearance"),
+                           branch_fusion="probs").eval()
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        out = student(x)
+        phi, features = student.forward_features(x)
+        per_branch = [b(phi, features)[0] for b in student.head.branches.values()]
+    expected = (per_branch[0].softmax(-1) + per_branch[1].softmax(-1)) / 2
+    torch.testing.assert_close(out.logits.softmax(-1), expected)
+    torch.testing.assert_close(out.logits.exp(), expected)  # already log-probabilities
+    assert not torch.allclose((per_branch[0] + per_branch[1]).softmax(-1), expected)
+    with pytest.raises(ValueError, match="branch fusion must be one of"):
+        create_model("i3d_tiny", num_classes=4, attention="prob-atten", attention_heads=("a", "b"), branch_fusion="max")

@@ -1,6 +1,7 @@
 """Clip loaders on a real prepared set: DALI and the OpenCV fallback give equal tensors, flips
 negate flow x, crop/flip metadata maps full frames to clips, sharding and seeds are
 deterministic, other rawframes name templates load, raw videos load through PyAV."""
+import dataclasses
 import logging
 import shutil
 
@@ -116,7 +117,8 @@ def test_tensors_are_the_stored_values_scaled_to_unit_range(prepared):
 
 
 def test_clips_longer_than_the_video_repeat_its_last_frame(prepared):
-    frames = prepared.videos[0].frames  # 29
+    # A video with flow is read up to its last flow image (28 of its 29 frames), by every modality.
+    frames = prepared.videos[0].flow_frames
     config = ClipLoaderConfig(train=False, backend="opencv", **{**SMALL, "clip_length": 40, "test_clips_per_video": 1})
     batch = next(iter(make_clip_loader(prepared, config)))
     assert batch["start"][0] == 0 and batch["rgb"].shape[2] == 40
@@ -182,7 +184,11 @@ def test_the_pyav_loader_reads_raw_videos_into_the_same_clips(prepared, tmp_path
     listing = list_videos(DatasetConfig(synthetic_dataset(tmp_path_factory), "generic"), "test")
     config = dict(SMALL, train=False, video_width=WIDTH, video_height=HEIGHT)
     raw = batches(listing, "auto", **config)
-    frames = batches(prepared.select([v.video_id for v in listing.videos]), "dali", **config)
+    selected = prepared.select([v.video_id for v in listing.videos])
+    # Raw videos have no flow, so their clips may use every frame: compare with the frames alone.
+    without_flow = dataclasses.replace(selected, videos=tuple(dataclasses.replace(v, flow_frames=0)
+                                                              for v in selected.videos))
+    frames = batches(without_flow, "dali", **config)
     assert len(raw) == len(frames) == 3
     for a, b in zip(raw, frames):
         for key in ("label", "video_index", "start", "crop", "flip"):
@@ -261,3 +267,24 @@ def test_dali_refuses_a_raw_codec_its_cpu_decoder_lacks_and_auto_takes_pyav(tmp_
         make_clip_loader(listing, ClipLoaderConfig(backend="dali"))
     assert resolve_backend(listing, ClipLoaderConfig(), {"mpeg4"}) == ("pyav", None)
     assert make_clip_loader(listing, ClipLoaderConfig(**SMALL)).backend == "pyav"
+
+
+def test_rgb_flow_and_paired_loaders_plan_the_same_clips_over_the_frames_that_have_flow(prepared):
+    # Issue 13, defects 4 and 6: an RGB model evaluated alone and beside a flow model reads the
+    # same clips, and no training start reads past the last flow image (the teacher's input).
+    for train in (False, True):
+        plans = {modality: [(spec.video_index, spec.start, spec.crop_y, spec.crop_x, spec.flip) for batch in make_clip_loader(prepared, ClipLoaderConfig(
+                     train=train, modality=modality, backend="opencv", **SMALL)).planned_batches() for spec in batch]
+                 for modality in ("rgb", "flow", "paired")}
+        assert plans["rgb"] == plans["flow"] == plans["paired"]
+    video = prepared.videos[0]
+    last = ClipLoaderConfig(train=False, modality="rgb", backend="opencv", **{**SMALL, "test_clips_per_video": 9})
+    starts = [s.start for b in make_clip_loader(prepared, last).planned_batches() for s in b if s.video_index == 0]
+    assert max(starts) == video.flow_frames - SMALL["clip_length"] == video.frames - 1 - SMALL["clip_length"]
+    train = ClipLoaderConfig(modality="rgb", backend="opencv", **SMALL)
+    loader = make_clip_loader(prepared, train)
+    for epoch in range(20):
+        loader.set_epoch(epoch)
+        for batch in loader.planned_batches():
+            for spec in batch:
+                assert spec.start + SMALL["clip_length"] <= prepared.videos[spec.video_index].flow_frames

@@ -76,7 +76,7 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     first, second = make_synthetic(tmp_path / "a", config), make_synthetic(tmp_path / "b", config)
     other = make_synthetic(tmp_path / "c", SyntheticConfig(**{**config.__dict__, "seed": 6}))
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert len(files) == 4 + 4  # videos + classes.txt, train.txt, test.txt, synthetic.json
+    assert len(files) == 4 + 5  # videos + classes.txt, train.txt, test.txt, synthetic.json, actors.json
     for relative in files:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
     video = "move-right/move-right_000.avi"

@@ -13,6 +13,10 @@ def test_defaults_are_the_papers():
     assert (config.data.clip_length, config.data.crop_size) == (24, 224)
     assert (config.distill.objective, config.distill.lambda1, config.distill.lambda2) == ("attention", 1.0, None)
     assert config.dataset_name == "ucf101-frames"
+    # Issue 13: validation is a slice of training, never the test set; the kept weights are the best epoch's.
+    assert (config.data.val_subset, config.data.val_fraction, config.data.val_seed) == ("", 0.15, 0)
+    assert (config.model.branch_fusion, config.keep_weights, config.precise_bn_clips) == ("logits", "best", 200)
+    assert (config.distill.teacher_bank_size, config.distill.map_check_clips) == (8, 8)
 
 
 @pytest.mark.parametrize("suffix,text", [
@@ -39,6 +43,15 @@ def test_files_load_and_overrides_win(tmp_path, suffix, text):
     (["role=distill", "distill.teacher="], "distill.teacher: a student needs its teacher's MLflow model URI"),
     (["lr=0.1"], "lr: unknown field"),
     (["optim.lr"], "expected dotted.name=value"),
+    # Issue 13's fields, refused by the schema with their path.
+    (["data.val_fraction=1.5"], "data.val_fraction: must be < 1.0, got 1.5"),
+    (["data.val_fraction=0"], "data.val_fraction: must be > 0.0, got 0"),
+    (["data.val_subset=test"], "data.val_subset: 'test' is the test subset"),
+    (["model.branch_fusion=max"], "model.branch_fusion: must be one of 'logits', 'probs', got 'max'"),
+    (["distill.teacher_bank_size=0"], "distill.teacher_bank_size: must be >= 1, got 0"),
+    (["distill.map_check_clips=-1"], "distill.map_check_clips: must be >= 0, got -1"),
+    (["precise_bn_clips=-3"], "precise_bn_clips: must be >= 0, got -3"),
+    (["keep_weights=first"], "keep_weights: must be one of 'best', 'last', got 'first'"),
 ])
 def test_bad_values_are_refused_with_the_field_and_the_reason(overrides, message):
     with pytest.raises(ConfigError) as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -33,7 +33,14 @@ class DataConfig(Schema):
     layout: str = Field("generic", description="ucf101 | hmdb51 | egtea | ssv2 | generic")
     split: int = 1
     train_subset: str = "train"
-    val_subset: str = Field("test", description="the validation loss that drives the lr decay; UCF101/HMDB51 have no val split")
+    # Empty by default: UCF101/HMDB51 have no val split and the test set must only be read by
+    # `evaluate` (issue 13, defect 2), so a seeded, class-stratified slice of training is held out.
+    val_subset: str = Field("", description="the validation set that drives the lr decay, precise-BN checkpoint "
+                            "choice and Tune; empty: a seeded, class-stratified slice (val_fraction) of the "
+                            "training list; never the test subset")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="share of each class's training videos held out "
+                                "for validation when val_subset is empty")
+    val_seed: int = Field(0, description="seed of the held-out validation slice")
     test_subset: str = "test"
     name: str = Field("", description="data set name used in registered model names; defaults to the prepared folder's name")
     clip_length: int = 24
@@ -53,6 +60,10 @@ class ModelConfig(Schema):
     pretrained: str = Field("", description="pytorch-i3d checkpoint (rgb_imagenet.pt / flow_imagenet.pt); empty: random init")
     dropout: float = 0.7
     gumbel_temperature: float = 0.5
+    # Eq. 7 for the two-branch student: "logits" sums the branches' logits (a product of
+    # experts, the default so far), "probs" sums their softmax outputs as the paper writes it.
+    branch_fusion: Literal["logits", "probs"] = Field(
+        "logits", description="Eq. 7 for the two-branch student: logits (sum of logits) | probs (sum of softmax outputs)")
 
 
 class OptimConfig(Schema):
@@ -73,9 +84,15 @@ class DistillConfig(Schema):
     feature_weight: float = 50.0
     logit_temperature: float = 4.0
     logit_alpha: float = 0.5
-    # Attention distillation reads the teacher's maps from a cache computed once per video
-    # instead of running the teacher at every step (see trainers/teacher.py); false runs it live.
+    # Attention distillation reads the teacher's exact map of each clip from a bank of
+    # teacher_bank_size augmentations (start, crop, flip) per video, computed once, instead of
+    # running the teacher at every step (see trainers/teacher_bank.py); false runs it live,
+    # with a new augmentation every epoch.
     cache_teacher_maps: bool = True
+    teacher_bank_size: int = Field(8, ge=1, description="augmentations (start, crop, flip) per video whose exact "
+                                   "teacher maps the bank holds (trainers/teacher_bank.py)")
+    map_check_clips: int = Field(8, ge=0, description="training clips on which every run compares the maps it uses "
+                                 "with the live teacher's (logged as a KL)")
     # The method's own section, checked by the schema the method declares (methods.Method.options).
     options: dict[str, Any] = Field(default_factory=dict, description="the method's own options, e.g. "
                                     "distill.options.weight=2 (see its module under trainers/methods/)")
@@ -92,6 +109,12 @@ class TrainConfig(Schema):
     num_workers: int = Field(1, description="Ray Train workers (data parallel)")
     use_gpu: bool = False
     seed: int = 0
+    # BN statistics recomputed on full-frame clips of this many training videos before each
+    # validation (precise BN; 0: off), and the weights registered: "best" on validation or "last".
+    precise_bn_clips: int = Field(200, ge=0, description="training videos whose full-frame clips recompute the BN "
+                                  "statistics before each validation (precise BN); 0: off")
+    keep_weights: Literal["best", "last"] = Field("best", description="the weights registered: best (on validation) "
+                                                  "or last epoch's")
     experiment: str = "vidistill"
     register: bool = True
 
@@ -122,6 +145,9 @@ class TrainConfig(Schema):
                 fail(name, f"must be at least 1, got {value}")
         if self.batch_size % self.num_workers:
             fail("batch_size", f"{self.batch_size} does not split evenly over {self.num_workers} workers")
+        if self.data.val_subset and self.data.val_subset == self.data.test_subset:
+            fail("data.val_subset", f"{self.data.val_subset!r} is the test subset: the schedule and Tune must not "
+                                    "read it; leave val_subset empty to hold a slice of training out")
         if not 0 <= self.model.dropout < 1:
             fail("model.dropout", f"must be in [0, 1), got {self.model.dropout}")
         from vidistill.trainers.models import InvalidAttentionError, attention_variant, list_models

@@ -5,6 +5,7 @@ set's official split lists say which of them belong to which subset.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from vidistill.datasets.layouts import DatasetConfig, list_videos
@@ -35,13 +36,45 @@ def open_splits(data: DataConfig) -> Splits:
         listing = list_videos(source, name)
         return prepared.select([v.video_id for v in listing.videos], source=f"the {name!r} subset of {data.root}")
 
-    return Splits(subset(data.train_subset), subset(data.val_subset), subset(data.test_subset),
-                  prepared.classes, prepared.content_hash)
+    train = subset(data.train_subset)
+    if data.val_subset:
+        val = subset(data.val_subset)
+    else:
+        train, val = hold_out_validation(train, data.val_fraction, data.val_seed)
+    return Splits(train, val, subset(data.test_subset), prepared.classes, prepared.content_hash)
+
+
+def hold_out_validation(train: PreparedSet, fraction: float, seed: int) -> tuple[PreparedSet, PreparedSet]:
+    """(train, val): about `fraction` of each class's training videos, drawn with `seed`, held out.
+
+    Stratified, so every class with two or more training videos is validated on at least one
+    and trains on at least one; seeded apart from the run's seed, so every arm and seed of a
+    comparison validates on the same videos.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 13])
+    by_class: dict[int, list[int]] = {}
+    for i, video in enumerate(train.videos):
+        by_class.setdefault(video.label, []).append(i)
+    held = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        if len(members) < 2:
+            continue
+        count = min(max(1, round(len(members) * fraction)), len(members) - 1)
+        held.update(members[j] for j in rng.permutation(len(members))[:count])
+    if not held:
+        raise ValueError(f"no class has two training videos in {train.root}: a validation slice cannot be held "
+                         "out; give data.val_subset a subset of the split lists")
+    keep = tuple(v for i, v in enumerate(train.videos) if i not in held)
+    val = tuple(v for i, v in enumerate(train.videos) if i in held)
+    return dataclasses.replace(train, videos=keep), dataclasses.replace(train, videos=val)
 
 
 def clip_loader(videos: PreparedSet, data: DataConfig, *, modality: str, train: bool, batch_size: int,
                 seed: int, rank: int = 0, world_size: int = 1, device: str = "auto",
-                clips_per_video: int | None = None):
+                clips_per_video: int | None = None, bank_size: int = 0):
     """A loader of this rank's shard; test mode gives full-frame clips evenly spaced in each video."""
     config = ClipLoaderConfig(
         modality=modality,
@@ -57,5 +90,6 @@ def clip_loader(videos: PreparedSet, data: DataConfig, *, modality: str, train: 
         backend=data.backend,
         device=device,
         num_workers=data.loader_workers,
+        bank_size=bank_size,
     )
     return make_clip_loader(videos, config)

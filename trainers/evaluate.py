@@ -6,7 +6,9 @@ late fusion of two streams (RGB + flow I3D, Prob-Distill student + flow teacher;
 
 Each model reads what its first layer takes (3 channels: RGB, 2: flow); with two or more
 models the clips are paired, so every model sees the same clips, and their fusion is
-reported too. Results are logged to an MLflow run of their own.
+reported too. A model evaluated alone reads those same clips as well: the loaders plan a
+video's clips over its frames that have flow whatever the modality, so "RGB" and
+"RGB + flow" rows of separate evaluations compare on one clip plan per video. Results are logged to an MLflow run of their own.
 """
 from __future__ import annotations
 

@@ -1,14 +1,18 @@
 """The frozen teacher of a distillation run: loading it from the registry, checking it fits the
-student before any training starts, and caching its motion maps once instead of every step.
+student before any training starts, and the full-frame map cache that training no longer uses.
 
-Caching (ARCHITECTURE.md, "Teacher cost during distillation"): the teacher is frozen, so
-its map depends only on the flow it sees. We run it once per video over the whole video at
-full frame (I3D is fully convolutional, so one pass gives the map of every instant on the
-phi grid) and keep the map's logits. A training clip's teacher map is then that array
-sampled at the clip's window: frames `start .. start + T` and the crop box, mirrored when the
-clip is flipped, and re-normalised over the window. This equals the map the teacher would
-compute on the cropped clip up to the borders of its receptive field; it saves a flow
-forward pass per step, which is what brings distillation close to plain RGB training cost.
+Training reads the teacher's exact map of each clip from a bank of augmentations per video
+(trainers/teacher_bank.py). `TeacherMapCache` below is the older shortcut, kept to measure what
+it approximates: one teacher pass per video over the whole video at full frame, whose map
+logits are then sampled at a clip's window (frames `start .. start + T`, the crop box, mirrored
+when the clip is flipped) and re-normalised. That is *not* the map the teacher gives for the
+cropped clip: a Mixed_4f cell's receptive field covers most of an 80-224 px crop, so cropping
+changes every cell, not only the border ones (measured over 200 training clips of a trained
+teacher: sum_t KL[live || cut] 0.35, max 2.6, against 0.84 for a uniform map; aligning crops to
+the cell grid gave 0.42). Mirroring the map assumes a mirror-equivariant teacher, and a flipped
+clip's flow also has its x component negated: with flips the cut map is further from the live
+one than a uniform map is (1.87 against 1.07). It is exact only for a clip that is the whole,
+unflipped video (tests/test_teacher_maps.py holds both facts).
 """
 from __future__ import annotations
 
@@ -178,7 +182,8 @@ class TeacherMapCache:
             path = folder / f"{i:06d}.npy"
             if path.exists():
                 continue
-            logits = video_map_logits(teacher, read_video_flow(videos, i).to(device))
+            flow = pad_in_time(read_video_flow(videos, i), config.data.clip_length)
+            logits = video_map_logits(teacher, flow.to(device))
             partial = path.with_suffix(f".{rank}.tmp.npy")
             np.save(partial, logits.numpy())
             os.replace(partial, path)  # a killed run never leaves half a file under the final name
@@ -234,6 +239,16 @@ def read_video_flow(videos: PreparedSet, index: int) -> torch.Tensor:
         planes.append(np.stack(pair_planes))
     flow = torch.from_numpy(np.stack(planes, axis=1)).float()  # (2, T, H, W)
     return flow / 127.5 - 1.0
+
+
+def pad_in_time(flow: torch.Tensor, length: int) -> torch.Tensor:
+    """A (C, T, H, W) video shorter than `length` frames, its last frame repeated up to `length`:
+    the padding the loaders give a clip longer than its video, so the whole video's map is the
+    map of that clip."""
+    missing = length - flow.shape[1]
+    if missing <= 0:
+        return flow
+    return torch.cat([flow, flow[:, -1:].expand(-1, missing, -1, -1)], dim=1)
 
 
 def _linear_sample(x: torch.Tensor, coords: torch.Tensor, axis: int) -> torch.Tensor:

@@ -35,7 +35,10 @@ from vidistill.trainers.data import MODALITY, clip_loader, open_splits
 from vidistill.trainers import methods
 from vidistill.trainers.losses import TeacherSignals, recognition_loss
 from vidistill.trainers.models import create_model, create_student, create_teacher
-from vidistill.trainers.teacher import TeacherMapCache, check_teacher_fits, load_teacher, pin_run_teacher, state_digest
+from vidistill.trainers.kept_weights import TAG_KEPT, BestOnValidation, kept_model_state
+from vidistill.trainers.precise_bn import full_frame_training_clips, recompute_batchnorm
+from vidistill.trainers.teacher import check_teacher_fits, load_teacher, pin_run_teacher, state_digest
+from vidistill.trainers.teacher_bank import TAG_TEACHER_MAPS, TeacherBank, live_map_divergence, teacher_log_probs
 
 CHECKPOINT_FILE = "state.pt"
 # Digests of the teacher's weights and buffers as the workers loaded it and after the last epoch.
@@ -57,10 +60,15 @@ class TrainResult:
 
 def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     kwargs = dict(num_classes=num_classes, attention=config.model.attention, dropout=config.model.dropout,
-                  gumbel_temperature=config.model.gumbel_temperature, pretrained=config.model.pretrained or None)
+                  gumbel_temperature=config.model.gumbel_temperature, pretrained=config.model.pretrained or None,
+                  branch_fusion=config.model.branch_fusion)
     if config.role == "teacher":
         return create_teacher(config.model.name, **kwargs)
-    if config.role == "distill" and config.model.attention != "none":
+    if config.role == "distill" and methods.get_method(config.distill.objective).student == "attention":
+        # The method declares the network it trains: only a method that supervises a motion
+        # branch (Eq. 8) gets the two-branch student; the others (feature and logit distillation,
+        # Sec. 4.3's baselines) train the one-branch RGB network of model.attention, whose every
+        # part gets a signal (issue 13, defect 5).
         return create_student(config.model.name, **kwargs)
     return create_model(config.model.name, in_channels=3, **kwargs)
 
@@ -117,6 +125,7 @@ def train(config: TrainConfig, run_id: str | None = None, storage: str | Path | 
         # The run can still be resumed: train(config, run_id) reopens it.
         client.set_terminated(run_id, status="FAILED")
         raise
+    client.set_tag(run_id, TAG_KEPT, _kept_weights(result.checkpoint, config)[1])
     if not config.register:
         client.set_terminated(run_id, status="FINISHED")
         return TrainResult(run_id, None, None, dict(result.metrics or {}))
@@ -129,12 +138,9 @@ def register_checkpoint(run_id: str, checkpoint, config: TrainConfig, splits, *,
                         tags: dict | None = None):
     """The one way a trained model enters the registry: its checkpoint's weights, registered
     under its run with the lineage tags (teacher, data, code), plus `tags` and `alias`."""
-    from ray.train import Checkpoint
-
     model = build_model(config, len(splits.classes))
-    checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(str(checkpoint))
-    with checkpoint.as_directory() as folder:
-        model.load_state_dict(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")["model"])
+    # The weights config.keep_weights asks for: the best validation epoch's, or the last.
+    model.load_state_dict(_kept_weights(checkpoint, config)[0])
     version = tracking.register_model(run_id, model, config, splits.content_hash)
     client = tracking.configure()
     for key, value in (tags or {}).items():
@@ -142,6 +148,16 @@ def register_checkpoint(run_id: str, checkpoint, config: TrainConfig, splits, *,
     if alias:
         client.set_registered_model_alias(version.name, alias, version.version)
     return version
+
+
+def _kept_weights(checkpoint, config: TrainConfig) -> tuple[dict, str]:
+    """(state dict, description) of the weights a run's checkpoint keeps (kept_weights.py)."""
+    from ray.train import Checkpoint
+
+    checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint(str(checkpoint))
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu")
+    return kept_model_state(state, config.keep_weights)
 
 
 def train_worker(args: dict) -> None:
@@ -174,10 +190,14 @@ def train_worker(args: dict) -> None:
     input_key = "flow" if config.role == "teacher" else "rgb"
     loader_device = "gpu" if on_gpu else "cpu"
     train_loader = clip_loader(splits.train, config.data, modality=modality, train=True, batch_size=per_worker,
-                               seed=config.seed, rank=rank, world_size=world, device=loader_device)
+                               seed=config.seed, rank=rank, world_size=world, device=loader_device,
+                               bank_size=config.distill.teacher_bank_size if cache_maps else 0)
     val_loader = clip_loader(splits.val, config.data, modality=MODALITY[config.role], train=False,
                              batch_size=per_worker, seed=config.seed, rank=rank, world_size=world,
                              device=loader_device, clips_per_video=1)
+    bn_loader = full_frame_training_clips(splits.train, config.data, clips=config.precise_bn_clips,
+                                          modality=MODALITY[config.role], batch_size=per_worker, seed=config.seed,
+                                          rank=rank, world_size=world, device=loader_device)
 
     # -- model, optimiser, teacher -------------------------------------------------------------
     model = build_model(config, num_classes).to(device, memory_format=memory_format)
@@ -193,8 +213,10 @@ def train_worker(args: dict) -> None:
         if rank == 0:
             client.set_tag(run_id, TAG_TEACHER_AT_START, state_digest(teacher))
         if cache_maps:
-            teacher_maps = TeacherMapCache.for_run(teacher, splits.train, config, device, rank, world)
-            # From here on the teacher is only kept to show, at the end, that it did not change.
+            teacher_maps = TeacherBank.for_run(teacher, splits.train, config, device, rank, world)
+            # From here on the teacher only checks the maps and shows, at the end, that it did not change.
+        if rank == 0 and "maps" in method.signals:
+            _check_teacher_maps(client, run_id, config, teacher, teacher_maps, splits.train, train_loader, device)
     # Fixed validation clips whose maps are drawn every epoch (rank 0; models with attention).
     image_batch = None
     if rank == 0 and config.model.attention != "none":
@@ -207,11 +229,13 @@ def train_worker(args: dict) -> None:
 
     # -- resume --------------------------------------------------------------------------------
     start_epoch = 0
+    best = BestOnValidation()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device)
         core.load_state_dict(state["model"])
+        best = BestOnValidation(state)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
@@ -222,8 +246,9 @@ def train_worker(args: dict) -> None:
         if not distill:
             return recognition_loss(output, labels)
         if teacher_maps is not None:
-            signals = TeacherSignals(motion_log_probs=teacher_maps.clip_log_probs(
-                batch["video_index"], batch["start"], batch["crop"], batch["flip"]).to(device))
+            # A map_cache method (attention, Eq. 8): the teacher's exact map of this clip's
+            # augmentation, looked up in the bank instead of running the teacher.
+            signals = TeacherSignals(motion_log_probs=teacher_maps.clip_log_probs(batch).to(device))
         else:
             with torch.no_grad():
                 signals = TeacherSignals.from_output(teacher(batch["flow"].to(device, memory_format=memory_format)))
@@ -254,8 +279,14 @@ def train_worker(args: dict) -> None:
                            f"loss {sums['loss'] / clips:.4f} {rate:.1f} clips/s ETA {_clock(left)}")
         train_seconds = time.perf_counter() - began
         metrics = {f"train_{k}": v for k, v in _mean_over_workers(sums, clips, device).items()}
+        if bn_loader is not None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                bn_clips = recompute_batchnorm(core, bn_loader, input_key, device, memory_format=memory_format)
+            metrics["precise_bn_clips"] = _total(bn_clips, device)
         metrics.update(_validate(model, val_loader, input_key, device, memory_format, on_gpu))
         scheduler.step(metrics["val_loss"])
+        best.update(epoch, metrics, core.state_dict())
+        metrics.update(best.metrics())
         metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], epoch_seconds=train_seconds,
                        train_clips_per_second=_total(clips, device) / train_seconds)
 
@@ -271,11 +302,28 @@ def train_worker(args: dict) -> None:
             saved = None
             if rank == 0:
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch}, Path(folder) / CHECKPOINT_FILE)
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, **best.state()},
+                           Path(folder) / CHECKPOINT_FILE)
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved)
     if teacher is not None and rank == 0:
         client.set_tag(run_id, TAG_TEACHER_AT_END, state_digest(teacher))
+
+
+def _check_teacher_maps(client, run_id, config, teacher, bank, videos, train_loader, device) -> None:
+    """Log sum_t KL[live || used] on the first training clips, and what the maps used are."""
+    specs = [spec for batch in train_loader.planned_batches() for spec in batch][:config.distill.map_check_clips]
+    if not specs:
+        return
+    if bank is not None:
+        used, what = bank.clip_log_probs, TeacherBank.description.format(k=bank.bank_size)
+    else:
+        used, what = (lambda batch: teacher_log_probs(teacher, batch["flow"].to(device))), "exact: the live teacher"
+    divergence = live_map_divergence(teacher, used, videos, config.data, specs, device, seed=config.seed)
+    client.set_tag(run_id, TAG_TEACHER_MAPS, what)
+    _log_epoch(client, run_id, divergence, 0)
+    _say(0, f"teacher maps: {what}; sum_t KL[live || used] mean {divergence['teacher_map_kl_live_used_mean']:.2e} "
+            f"max {divergence['teacher_map_kl_live_used_max']:.2e} over {len(specs)} training clips")
 
 
 def _validate(model, loader, input_key, device, memory_format, on_gpu) -> dict[str, float]:

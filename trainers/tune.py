@@ -394,7 +394,8 @@ def _fmt(value) -> str:
 
 def _register_best(client, run_id: str, best: TrialRow, config: TrainConfig, splits, space: SearchSpace,
                    unit: float, alias: str | None = None):
-    """Register the best trial's final checkpoint, tagged with its trial config."""
+    """Register the best trial's kept weights (config.keep_weights: its best validation epoch's
+    or its last), through register_checkpoint, tagged with its trial config."""
     from vidistill.trainers.train import register_checkpoint
 
     tags = {TAG_PREFIX + "run_id": run_id, TAG_TRIAL: best.trial_id,

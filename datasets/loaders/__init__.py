@@ -32,7 +32,8 @@ Clips: T consecutive frames (default 24); training draws one clip per video per 
 random start, a random 224x224 crop, a random flip and, for RGB only, colour perturbation; paired
 RGB + flow clips share crop and flip. Test clips are full frames, ``test_clips_per_video``
 evenly spaced starts per video, in video order. Frames past a short video's end repeat its last
-frame. Every random choice comes from (seed, epoch), so loading is deterministic and identical
+frame. A video with flow is read over its frames that have flow (all but the last), whatever the
+modality, so RGB, flow and paired loaders of one seed plan the same clips. Every random choice comes from (seed, epoch), so loading is deterministic and identical
 across backends; the epoch's clips are drawn for the whole dataset and dealt to shards
 (``shard_id=rank, num_shards=world_size``); training pads by wrapping so all shards take the
 same number of steps, test does not pad. ``rgb``/``flow`` lie on the loader's ``device``
@@ -58,7 +59,7 @@ import logging
 
 from vidistill.datasets.errors import DatasetError
 from vidistill.datasets.layouts import Listing
-from vidistill.datasets.loaders.plan import ClipLoaderConfig, ClipSpec, plan_epoch
+from vidistill.datasets.loaders.plan import ClipLoaderConfig, ClipSpec, augmentation_bank, plan_epoch
 from vidistill.datasets.rawframes import PreparedSet
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "ClipSpec",
     "DEFAULT_CPU_BACKEND",
     "DEFAULT_CPU_VIDEO_BACKEND",
+    "augmentation_bank",
     "make_clip_loader",
     "plan_epoch",
     "resolve_backend",

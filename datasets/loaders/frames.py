@@ -30,17 +30,19 @@ class RawframesFiles:
                 )
 
     def extents(self) -> list[VideoExtent]:
-        flow = self.config.modality != "rgb"
-        return [
-            VideoExtent(v.label, v.flow_frames if flow else v.frames, v.width, v.height)
-            for v in self.prepared.videos
-        ]
+        return [VideoExtent(v.label, self._length(v), v.width, v.height) for v in self.prepared.videos]
+
+    def _length(self, video) -> int:
+        """Frames a clip may start in and read: those that have flow, whenever the video has
+        flow, whatever this loader reads. So RGB, flow and paired loaders plan the same clips
+        (one clip plan per video for every model of an evaluation), and an RGB clip's teacher
+        map (computed on its flow) never reads past the last flow image."""
+        flow = self.config.modality != "rgb" or video.flow_frames > 0
+        return video.flow_frames if flow else video.frames
 
     def _indices(self, spec: ClipSpec) -> list[int]:
         video = self.prepared.videos[spec.video_index]
-        flow = self.config.modality != "rgb"
-        length = video.flow_frames if flow else video.frames
-        return spec.frame_indices(self.config.clip_length, length)
+        return spec.frame_indices(self.config.clip_length, self._length(video))
 
     def rgb(self, spec: ClipSpec) -> list[Path]:
         directory = self.prepared.videos[spec.video_index].directory

@@ -8,7 +8,7 @@ then dealt to the shards, so it does not depend on the number of workers reading
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -41,6 +41,10 @@ class ClipLoaderConfig:
     video_fps: float = 24.0  # raw-video loading (pyav) resamples and resizes as preparation does
     video_width: int = 320
     video_height: int = 256
+    # Training only: > 0 draws each clip's start, crop and flip from a bank of this many per
+    # video, drawn once from the seed (colour perturbation stays fresh every epoch), so a
+    # frozen teacher's map of every clip can be computed once (see augmentation_bank).
+    bank_size: int = 0
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -100,36 +104,55 @@ def plan_epoch(
     return specs[config.shard_id :: config.num_shards]
 
 
+# Random stream of the augmentation bank, apart from the epochs' streams (seed, epoch).
+BANK_STREAM = 1 << 20
+
+
+def augmentation_bank(videos: Sequence[VideoExtent], config: ClipLoaderConfig) -> list[list[ClipSpec]]:
+    """``config.bank_size`` training clips per video (start, crop, flip), the same for every
+    epoch and every modality of one seed: what a training epoch of a banked loader picks from."""
+    rng = np.random.default_rng([config.seed, BANK_STREAM])
+    return [[_draw_clip(index, video, config, rng) for _ in range(config.bank_size)]
+            for index, video in enumerate(videos)]
+
+
 def _plan_train(videos, config: ClipLoaderConfig, rng: np.random.Generator) -> list[ClipSpec]:
+    bank = augmentation_bank(videos, config) if config.bank_size > 0 else None
     specs = []
-    size = config.crop_size
     for index in rng.permutation(len(videos)):
-        video = videos[index]
-        if video.width < size or video.height < size:
-            raise ValueError(
-                f"video {index} is {video.width}x{video.height}, smaller than the "
-                f"{size}x{size} crop; prepare at a larger size or lower crop_size"
-            )
-        start = int(rng.integers(0, max(video.length - config.clip_length, 0) + 1))
-        crop_y = int(rng.integers(0, video.height - size + 1))
-        crop_x = int(rng.integers(0, video.width - size + 1))
-        flip = bool(rng.random() < 0.5) if config.flip else False
-        colour = {}
-        if config.jitter:
-            contrast = float(np.float32(rng.uniform(1 - config.contrast, 1 + config.contrast)))
-            brightness = rng.uniform(-config.brightness, config.brightness) * 255.0
-            colour = {
-                "contrast": contrast,
-                # x * c + (b + (1 - c) * 128): contrast about mid-grey, then brightness
-                "brightness_shift": float(np.float32(brightness + (1.0 - contrast) * 128.0)),
-                "saturation": float(
-                    np.float32(rng.uniform(1 - config.saturation, 1 + config.saturation))
-                ),
-            }
-        specs.append(
-            ClipSpec(int(index), video.label, start, crop_y, crop_x, size, size, flip, **colour)
-        )
+        spec = _draw_clip(int(index), videos[index], config, rng)
+        if bank is not None:
+            chosen = bank[index][int(rng.integers(config.bank_size))]
+            spec = replace(spec, start=chosen.start, crop_y=chosen.crop_y, crop_x=chosen.crop_x, flip=chosen.flip)
+        specs.append(spec)
     return specs
+
+
+def _draw_clip(index: int, video: VideoExtent, config: ClipLoaderConfig, rng: np.random.Generator) -> ClipSpec:
+    size = config.crop_size
+    if video.width < size or video.height < size:
+        raise ValueError(
+            f"video {index} is {video.width}x{video.height}, smaller than the "
+            f"{size}x{size} crop; prepare at a larger size or lower crop_size"
+        )
+    start = int(rng.integers(0, max(video.length - config.clip_length, 0) + 1))
+    crop_y = int(rng.integers(0, video.height - size + 1))
+    crop_x = int(rng.integers(0, video.width - size + 1))
+    flip = bool(rng.random() < 0.5) if config.flip else False
+    colour = {}
+    # Drawn for every modality, used for RGB only: the random stream, so the starts, crops
+    # and flips, is then the same for RGB, flow and paired loaders of one seed.
+    contrast = float(np.float32(rng.uniform(1 - config.contrast, 1 + config.contrast)))
+    brightness = rng.uniform(-config.brightness, config.brightness) * 255.0
+    saturation = rng.uniform(1 - config.saturation, 1 + config.saturation)
+    if config.jitter:
+        colour = {
+            "contrast": contrast,
+            # x * c + (b + (1 - c) * 128): contrast about mid-grey, then brightness
+            "brightness_shift": float(np.float32(brightness + (1.0 - contrast) * 128.0)),
+            "saturation": float(np.float32(saturation)),
+        }
+    return ClipSpec(int(index), video.label, start, crop_y, crop_x, size, size, flip, **colour)
 
 
 def _plan_test(videos, config: ClipLoaderConfig) -> list[ClipSpec]:

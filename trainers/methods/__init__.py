@@ -33,6 +33,8 @@ from typing import Any, Callable
 # What a frozen teacher can supply to a loss (see losses.TeacherSignals).
 SIGNALS = ("maps", "features", "logits")
 MODULES_VARIABLE = "VIDISTILL_METHOD_MODULES"
+# The networks a method can train (Method.student): the two-branch student or one RGB branch.
+STUDENTS = ("attention", "rgb")
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,13 @@ class Method:
     signals: tuple[str, ...]
     # loss(student output, labels, TeacherSignals, TrainConfig, options) -> LossTerms
     loss: Callable[..., Any]
-    # The student it trains: "attention" needs the two-map student of Sec. 3.5 (motion +
-    # appearance; refused with attention none); "any" trains whichever model.attention asks for.
-    student: str = "any"
-    # Its maps may come from the per-video cache of exact teacher maps (teacher.TeacherMapCache)
-    # instead of running the teacher at every step.
+    # The student it trains: "attention" builds the two-branch student of Sec. 3.5 (motion +
+    # appearance; refused with attention none), for a loss that supervises its motion branch;
+    # "rgb" the one-branch RGB network of model.attention, every part of which its loss reaches
+    # (a two-branch student would leave an unsupervised motion branch: issue 13, defect 5).
+    student: str = "rgb"
+    # Its maps may come from the bank of the teacher's exact maps of K augmentations per video
+    # (teacher_bank.TeacherBank) instead of running the teacher at every step.
     map_cache: bool = False
     # Its own config section, `distill.options` (a Schema), checked with the training config.
     options: type | None = None
@@ -59,8 +63,8 @@ class Method:
         unknown = sorted(set(self.signals) - set(SIGNALS))
         if unknown:
             raise ValueError(f"method {self.name!r}: unknown teacher signal {unknown[0]!r}; use {', '.join(SIGNALS)}")
-        if self.student not in ("attention", "any"):
-            raise ValueError(f"method {self.name!r}: student must be 'attention' or 'any', not {self.student!r}")
+        if self.student not in STUDENTS:
+            raise ValueError(f"method {self.name!r}: student must be 'attention' or 'rgb', not {self.student!r}")
 
     @property
     def suffix(self) -> str:
@@ -124,4 +128,4 @@ def environment() -> dict[str, str]:
     return {MODULES_VARIABLE: value} if value else {}
 
 
-__all__ = ["MODULES_VARIABLE", "Method", "SIGNALS", "environment", "get_method", "list_methods", "register_method"]
+__all__ = ["MODULES_VARIABLE", "Method", "SIGNALS", "STUDENTS", "environment", "get_method", "list_methods", "register_method"]

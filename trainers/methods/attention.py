@@ -13,6 +13,6 @@ ATTENTION = register_method(Method(
     signals=("maps",),
     loss=loss,
     student="attention",
-    map_cache=True,  # maps depend only on the clip: exact reuse from the per-video cache
+    map_cache=True,  # maps depend only on the clip: its exact map, looked up in the teacher bank
     registered_suffix="",  # the method of the paper: <data>-student-rgb
 ))

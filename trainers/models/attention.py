@@ -5,8 +5,8 @@ A head turns a backbone's (phi, features) pair into class logits:
 - `AveragePoolHead`: plain I3D, global average pooling (no attention).
 - `AttentionHeads`: one or more `AttentionBranch`es; each generates a map A from phi
   (Eq. 1 soft, Eq. 2 probabilistic), pools the block-5 features with it (Eq. 4, or
-  Eq. 5 with the residual connection) and classifies; the branches' logits are summed
-  (Eq. 7). The teacher and the baselines have one branch, the student two
+  Eq. 5 with the residual connection) and classifies; the branches' logits are summed,
+  or their probabilities averaged as Eq. 7 writes it (`fusion`, see `AttentionHeads`). The teacher and the baselines have one branch, the student two
   ("motion", "appearance").
 
 Maps are (batch, T, H, W) on phi's grid and sum to 1 over H x W in every time slice.
@@ -201,21 +201,44 @@ class AttentionBranch(nn.Module):
         return self.classifier(self.dropout(pooled)), amap
 
 
-class AttentionHeads(nn.Module):
-    """Several attention branches over the same features; logits summed with equal weight (Eq. 7)."""
+BRANCH_FUSIONS = ("logits", "probs")
 
-    def __init__(self, names: tuple[str, ...], **branch_kwargs):
+
+class AttentionHeads(nn.Module):
+    """Several attention branches over the same features, combined with equal weight (Eq. 7).
+
+    Eq. 7 sums the branches' outputs F_R, each a softmax (Eq. 4). `fusion="probs"` does that:
+    the output logits are log of the branches' mean probability, so softmax(logits) is Eq. 7's
+    sum, normalised. `fusion="logits"` (the default, as trained so far) sums the branches'
+    pre-softmax logits instead, i.e. multiplies their distributions (a product of experts):
+    one confident branch then decides, where Eq. 7 lets the other branch's mass count.
+    """
+
+    def __init__(self, names: tuple[str, ...], fusion: str = "logits", **branch_kwargs):
         super().__init__()
         if not names or len(set(names)) != len(names):
             raise ValueError(f"attention heads need distinct names, got {names!r}")
+        if fusion not in BRANCH_FUSIONS:
+            raise ValueError(f"branch fusion must be one of {BRANCH_FUSIONS}, not {fusion!r}")
+        self.fusion = fusion
         self.branches = nn.ModuleDict({name: AttentionBranch(**branch_kwargs) for name in names})
 
     def forward(self, phi: torch.Tensor, features: torch.Tensor) -> ModelOutput:
-        logits, maps = None, {}
+        outputs, maps = [], {}
         for name, branch in self.branches.items():
             branch_logits, maps[name] = branch(phi, features)
-            logits = branch_logits if logits is None else logits + branch_logits
-        return ModelOutput(logits, features, maps)
+            outputs.append(branch_logits)
+        return ModelOutput(fuse_branches(outputs, getattr(self, "fusion", "logits")), features, maps)
+
+
+def fuse_branches(logits: list[torch.Tensor], fusion: str) -> torch.Tensor:
+    """Eq. 7 over the branches' logits: their sum, or log of their mean softmax ("probs")."""
+    if len(logits) == 1:
+        return logits[0]
+    if fusion == "probs":
+        stacked = torch.stack([F.log_softmax(x, dim=-1) for x in logits])
+        return torch.logsumexp(stacked, dim=0) - math.log(len(logits))
+    return torch.stack(logits).sum(0)
 
 
 class AveragePoolHead(nn.Module):
@@ -231,7 +254,8 @@ class AveragePoolHead(nn.Module):
 
 
 def create_head(attention: str, attention_heads: tuple[str, ...] | None, *, phi_channels: int, num_features: int,
-                num_classes: int, dropout: float, gumbel_temperature: float) -> nn.Module:
+                num_classes: int, dropout: float, gumbel_temperature: float,
+                branch_fusion: str = "logits") -> nn.Module:
     variant = attention_variant(attention)
     if variant is None:
         if attention_heads:
@@ -239,6 +263,7 @@ def create_head(attention: str, attention_heads: tuple[str, ...] | None, *, phi_
         return AveragePoolHead(num_features, num_classes, dropout)
     return AttentionHeads(
         tuple(attention_heads or ("attention",)),
+        fusion=branch_fusion,
         variant=variant,
         phi_channels=phi_channels,
         num_features=num_features,

@@ -144,6 +144,8 @@ class I3D(nn.Module):
             probabilistic attention during training. Samples average to p(A) only
             as it goes to 0 (at 1.0 their mean is visibly flatter than p(A), which
             test time plugs in); 0.5 is where Jang et al. anneal to.
+        branch_fusion: how several attention branches combine (Eq. 7): "logits"
+            sums their logits, "probs" averages their softmax outputs.
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class I3D(nn.Module):
         attention_heads: tuple[str, ...] | None = None,
         dropout: float = 0.7,
         gumbel_temperature: float = 0.5,
+        branch_fusion: str = "logits",
     ):
         super().__init__()
         if width <= 0:
@@ -187,6 +190,7 @@ class I3D(nn.Module):
             num_classes=num_classes,
             dropout=dropout,
             gumbel_temperature=gumbel_temperature,
+            branch_fusion=branch_fusion,
         )
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
