@@ -44,3 +44,39 @@ def make_untrimmed_command(out, preset, classes, train_videos, test_videos, seco
     except DatasetError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}  (layout thumos14: subsets val and test)")
+
+
+def detection_pipeline_options(command):
+    """The options `vidistill pipeline --task detection` adds."""
+    options = [
+        click.option("--task", type=click.Choice(["recognition", "detection"]), default="recognition",
+                     show_default=True, help="detection: untrimmed videos -> snippet features -> RGB, flow and "
+                                             "two-stream detectors -> mAP per tIoU (see below)."),
+        click.option("--features", "det_features", help="[detection] Folder for the feature folders rgb/ and flow/ "
+                                                        "[default: <prepared>-features]."),
+        click.option("--rgb-model", "det_rgb_model", help="[detection] RGB feature model URI (else trained)."),
+        click.option("--flow-model", "det_flow_model", help="[detection] Flow feature model URI (else trained)."),
+        click.option("--recognition-root", "det_recognition_root",
+                     help="[detection] Trimmed set (generic layout) to train the feature models on."),
+        click.option("--detector-set", "det_detector_set", multiple=True, metavar="KEY=VALUE",
+                     help="[detection] Detector config override, e.g. epochs=40."),
+        click.option("--protocol", "det_protocol", type=click.Choice(["thumos14", "activitynet", "low"]),
+                     default="thumos14", show_default=True, help="[detection] tIoU thresholds of the evaluation."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def submit_detection_from_cli(queue, root, prepared, layout, prepare, prepare_options, common, priority, owner,
+                              det_features, det_rgb_model, det_flow_model, det_recognition_root, det_detector_set,
+                              det_protocol):
+    from vidistill.platform.detection_pipeline import DetectionPipelineSpec, submit_detection_pipeline
+
+    spec = DetectionPipelineSpec(
+        root=root, prepared=prepared, features=det_features or f"{prepared.rstrip('/')}-features",
+        layout=layout if layout != "generic" else "thumos14", prepare=prepare, prepare_options=prepare_options,
+        rgb_model=det_rgb_model, flow_model=det_flow_model, recognition_root=det_recognition_root,
+        recognition_prepare_options=prepare_options, recognition_set=list(common),
+        detector_set=list(det_detector_set), protocol=det_protocol, priority=priority, owner=owner)
+    return submit_detection_pipeline(queue, spec)
