@@ -64,6 +64,7 @@ def test_targets_losses_and_soft_nms_by_hand():
     assert scores.tolist() == pytest.approx([0.9, 0.7, 0.8 * np.exp(-2)], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_detector_learns_visible_actions_and_is_registered(tmp_path, trainer_home):
     features = write_feature_set(tmp_path, streams=("rgb", "flow"))
     data = load_detection_data(str(tmp_path), "thumos14", features, "val")
@@ -79,6 +80,7 @@ def test_detector_learns_visible_actions_and_is_registered(tmp_path, trainer_hom
     assert model.settings["in_channels"] == 16
 
 
+@pytest.mark.slow
 def test_dense_head_frame_map(tmp_path):
     features = write_feature_set(tmp_path)
     result = train_detector(DetectorTrainConfig(root=str(tmp_path), features=features, head="dense", dim=16,

@@ -23,6 +23,7 @@ def test_snippet_grid():
     assert snippet_count(10, 16, 4) == 1  # a video shorter than a snippet still has one
 
 
+@pytest.mark.slow
 def test_extract_features_resumes_after_a_kill(untrimmed, tmp_path):
     root, prepared, uris = untrimmed
     config = FeatureConfig(prepared=str(prepared), out=str(tmp_path / "rgb"), model=uris["rgb"], chunk_snippets=4)
@@ -60,6 +61,7 @@ def test_extract_features_resumes_after_a_kill(untrimmed, tmp_path):
         extract_features(FeatureConfig(prepared=str(prepared), out=str(tmp_path / "rgb"), model=uris["rgb"], stride=8))
 
 
+@pytest.mark.slow
 def test_unreadable_video_is_listed_and_skipped(untrimmed, tmp_path):
     import shutil
 
