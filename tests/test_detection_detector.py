@@ -87,3 +87,18 @@ def test_dense_head_frame_map(tmp_path):
                                                 levels=2, stem=1, epochs=30, batch_size=3, lr=3e-3, warmup_steps=5,
                                                 registry=False))
     assert result.metrics["frame_mAP"] > 0.8 and result.run_id is None
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_kinds_run_in_process(tmp_path, trainer_home, capsys):
+    from vidistill.platform.kinds import get_kind
+
+    features = write_feature_set(tmp_path)
+    train_kind = get_kind("train-detector")
+    train_kind.run(train_kind.parse({"root": str(tmp_path), "features": features, "name": "kind-det",
+                                     "set": ["epochs=3", "dim=16", "levels=2", "stem=1", "batch_size=3"]}))
+    assert "models:/kind-det/1: mAP@0.3" in capsys.readouterr().out
+    evaluate = get_kind("evaluate-detectors")
+    evaluate.run(evaluate.parse({"models": ["models:/kind-det/1"], "protocol": "activitynet"}))
+    out = capsys.readouterr().out
+    assert "protocol: activitynet" in out and "mAP@0.95" in out and "models:/kind-det/1" in out
