@@ -177,8 +177,10 @@ def _read_thumos14(config: DatasetConfig, subset: str) -> DetectionSet:
         UntrimmedVideo(vid, subset, tuple(sorted(segs, key=lambda s: (s.start, s.end, s.label))),
                        None, index.get(vid))
         for vid, segs in sorted(segments.items()) if vid not in excluded)
-    note = ("test videos 270 and 1292 excluded (known wrong annotations; the ActionFormer/TriDet/OpenTAD "
-            "convention)" if subset == "test" else "")
+    note = ""
+    if subset == "test":
+        note = ("test videos 270 and 1292 excluded (known wrong annotations; the ActionFormer/TriDet/OpenTAD "
+                "convention)" + ("" if excluded else "; neither is in this set"))
     return DetectionSet("thumos14", subset, classes, videos, excluded, note)
 
 
