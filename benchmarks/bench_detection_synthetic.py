@@ -90,16 +90,16 @@ def main() -> None:
         features[stream] = str(out)
         times[f"extract-features ({stream})"] = time.perf_counter() - began
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.detector)}
-    rows = {}
-    for name, parts in (("RGB-only", ["rgb"]), ("flow-only", ["flow"]), ("two-stream", ["rgb", "flow"])):
-        results = []
-        for seed in args.seeds:
+    detectors = (("RGB-only", ["rgb"]), ("flow-only", ["flow"]), ("two-stream", ["rgb", "flow"]))
+    rows = {name: [] for name, _ in detectors}
+    for seed in args.seeds:  # seed-major: a run cut short still has every detector
+        for name, parts in detectors:
             result = train_detector(DetectorTrainConfig(root=str(untrimmed), features=[features[p] for p in parts],
                                                         seed=seed, name=f"bench-detector-{'+'.join(parts)}",
                                                         **overrides))
-            results.append(result)
+            rows[name].append(result)
             print(f"{name} seed {seed}: {result.metrics} ({result.seconds:.0f} s)", flush=True)
-        rows[name] = results
+    for name, results in rows.items():
         times[f"train-detector ({name}, per seed)"] = float(np.mean([r.seconds for r in results]))
     thresholds = rows["RGB-only"][0].segment.thresholds
     print(f"\nSynthetic untrimmed benchmark ({args.train_videos} val / {args.test_videos} test videos), "
