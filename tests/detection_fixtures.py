@@ -27,9 +27,9 @@ def register_feature_model(name: str, in_channels: int) -> str:
 
     tracking.configure()
     model = create_model("i3d_tiny", num_classes=4, in_channels=in_channels)
-    with mlflow.start_run():
-        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle")
-    version = mlflow.register_model(info.model_uri, name)
+    with mlflow.start_run() as run:
+        pass
+    version = mlflow.register_model(tracking.log_model(run.info.run_id, model), name)
     return f"models:/{name}/{version.version}"
 
 

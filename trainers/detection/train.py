@@ -304,10 +304,7 @@ def _register(client, run_id: str, model: Detector, name: str, config: DetectorT
 
     from vidistill.trainers import tracking
 
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(model.cpu().eval(), name="model", serialization_format="pickle",
-                                        pip_requirements=[f"vidistill=={tracking._package_version()}"])
-    version = mlflow.register_model(info.model_uri, name, tags={
+    version = mlflow.register_model(tracking.log_model(run_id, model), name, tags={
         tracking.TAG_ROLE: "detector", TAG_STREAMS: train.streams, TAG_DATA: json.dumps(data_tag(config)),
         tracking.TAG_CODE: tracking.code_version(), "vidistill.run_id": run_id})
     client.set_registered_model_tag(name, tracking.TAG_ROLE, "detector")
