@@ -95,12 +95,12 @@ def test_train_and_evaluate_kinds_run_in_process(tmp_path, trainer_home, capsys)
 
     features = write_feature_set(tmp_path)
     train_kind = get_kind("train-detector")
-    # As the dispatcher runs a job: the config stored at submission, taken back without a second check.
+    # As a job runs: the JSON stored at submission, parsed again by the job's driver (kinds/driver.py).
     stored, _ = train_kind.validated({"root": str(tmp_path), "features": features, "name": "kind-det",
                                       "set": ["epochs=3", "dim=16", "levels=2", "stem=1", "batch_size=3"]})
-    train_kind.run(train_kind.trusted(stored))
+    train_kind.run(train_kind.parse(json.loads(json.dumps(stored))))
     assert "models:/kind-det/1: mAP@0.3" in capsys.readouterr().out
     evaluate = get_kind("evaluate-detectors")
-    evaluate.run(evaluate.trusted(evaluate.validated({"models": ["models:/kind-det/1"], "protocol": "activitynet"})[0]))
+    evaluate.run(evaluate.parse(evaluate.validated({"models": ["models:/kind-det/1"], "protocol": "activitynet"})[0]))
     out = capsys.readouterr().out
     assert "protocol: activitynet" in out and "mAP@0.95" in out and "models:/kind-det/1" in out
