@@ -65,6 +65,7 @@ from vidistill.platform.ray_cluster import (  # noqa: E402
     wait_for_dashboard,
 )
 from vidistill.platform.settings import Settings  # noqa: E402
+from vidistill.platform.submission import submit_job  # noqa: E402
 
 CLAIMER = r"""
 import json, sys, time
@@ -86,7 +87,7 @@ print(json.dumps({"start": start, "end": time.time(), "claimed": claimed}), flus
 def claim_throughput(db_url: str, home: Path, jobs: int, dispatchers: int) -> float:
     queue = JobQueue(Settings.from_env({"VIDISTILL_DB_URL": db_url, "VIDISTILL_HOME": str(home)}))
     for _ in range(jobs):
-        queue.submit("command", {"command": "true", "cpus": 0.1})
+        submit_job(queue, "command", {"command": "true", "cpus": 0.1})
     processes = [
         subprocess.Popen([sys.executable, "-c", CLAIMER, db_url, str(home), f"bench-{i}"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -119,7 +120,7 @@ def latency(db_url: str, home: Path, ray_address: str, poll_interval: float, cou
         for i in range(count + 1):  # the first warms Ray's worker pool up; not counted
             marker = home / f"started-{i}"
             submitted = time.time()
-            job = queue.submit("command", {"command": f"date +%s.%N > {marker}", "cpus": 0.5})
+            job = submit_job(queue, "command", {"command": f"date +%s.%N > {marker}", "cpus": 0.5})
             while queue.get(job.id).state == "queued":
                 time.sleep(0.005)
             running = time.time()

@@ -69,8 +69,14 @@ class PrepareConfig:
             )
         if self.flow_backend.startswith("torch") and self.flow_method != "tvl1":
             raise DatasetError(f"only tvl1 flow has a torch backend, not {self.flow_method!r}; use auto or opencv")
+        # The one check of these values, for both doors: `datasets prepare` and the prepare
+        # job kind (whose config builds a PrepareConfig at submission). "field: reason".
         if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
-            raise DatasetError(f"frame size {self.width}x{self.height} must be even and >= 16")
+            raise DatasetError(f"width: frame size {self.width}x{self.height} must be even and >= 16")
+        if not self.fps > 0:
+            raise DatasetError(f"fps: must be more than 0, got {self.fps:g}")
+        if not self.flow_bound > 0:
+            raise DatasetError(f"bound: the flow clipping bound must be more than 0 pixels, got {self.flow_bound:g}")
         self.templates.validate()
 
     def new_manifest(self, classes) -> Manifest:

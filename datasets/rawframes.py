@@ -234,6 +234,13 @@ def open_rawframes(
             )
             for r in sorted(manifest.videos.values(), key=lambda r: r.video_id)
         )
+        if not videos:
+            # Training or evaluating on nothing would "succeed" with meaningless numbers.
+            raise DatasetError(
+                f"no prepared videos ({len(manifest.failed)} failed to prepare, listed in the manifest's "
+                "'failed'); fix or replace them and rerun `vidistill datasets prepare` into this folder",
+                root,
+            )
         return PreparedSet(
             root, tuple(manifest.classes), manifest.templates, videos, manifest.content_hash()
         )

@@ -66,6 +66,7 @@ def read_resampled(
     files.
     """
     path = Path(path)
+    _refuse_empty(path)
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as error:
@@ -135,10 +136,21 @@ class ResampledIndex:
         return len(self.source_frames)
 
 
+def _refuse_empty(path: Path) -> None:
+    """A 0-byte file is said to be one, not reported as FFmpeg's "Invalid data found"."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        return  # av.open reports a missing or unreadable file
+    if empty:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+
+
 def resampled_index(path: Path | str, fps: float) -> ResampledIndex:
     """The resampling of a video from packet timestamps alone (demuxing, no decoding), for
     decoders that take frame numbers (DALI's). Raises VideoDecodeError if it cannot be read."""
     path = Path(path)
+    _refuse_empty(path)
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]

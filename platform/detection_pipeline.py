@@ -18,6 +18,7 @@ from pathlib import Path
 from vidistill.platform.kinds import ConfigError, get_kind
 from vidistill.platform.kinds.training import job_alias
 from vidistill.platform.queue import JobQueue
+from vidistill.platform.submission import check_submission, submit_job
 
 
 @dataclass
@@ -85,6 +86,8 @@ def submit_detection_pipeline(queue: JobQueue, spec: DetectionPipelineSpec) -> D
     names = {}
     for kind, config in checks:
         parsed = get_kind(kind).parse(config)
+        if kind == "prepare":  # its source folder is checked now, so a missing one queues nothing at all
+            check_submission(kind, config, owner=spec.owner, priority=spec.priority, depends_on=[])
         if kind in ("train-teacher", "train-rgb"):
             names[kind] = registered_name(parsed.resolved)
     streams = {"rgb": ["rgb"], "flow": ["flow"], "rgb+flow": ["rgb", "flow"]}
@@ -99,8 +102,8 @@ def submit_detection_pipeline(queue: JobQueue, spec: DetectionPipelineSpec) -> D
     get_kind("evaluate-detectors").validated({"models": [placeholder], "protocol": spec.protocol})
 
     def submit(kind: str, config: dict, after: list[int | None]) -> int:
-        return queue.submit(kind, config, owner=spec.owner, priority=spec.priority,
-                            depends_on=[i for i in after if i is not None], max_attempts=spec.max_attempts).id
+        return submit_job(queue, kind, config, owner=spec.owner, priority=spec.priority,
+                          depends_on=[i for i in after if i is not None], max_attempts=spec.max_attempts).id
 
     prepare_id = submit("prepare", prepare, []) if spec.prepare else None
     rec_prepare_id = rgb_job = flow_job = None

@@ -41,7 +41,13 @@ from filelock import FileLock
 
 from vidistill.platform.kinds import get_kind
 from vidistill.platform.queue import ErrorKind, Job, JobQueue, JobState
-from vidistill.platform.ray_cluster import ClusterUnavailable, RayCluster, RayJobState, connect_cluster
+from vidistill.platform.ray_cluster import (
+    ClusterConfigError,
+    ClusterUnavailable,
+    RayCluster,
+    RayJobState,
+    connect_cluster,
+)
 from vidistill.platform.processes import runs_module
 from vidistill.platform.settings import Settings, redact_url, write_private_file
 
@@ -69,6 +75,10 @@ def classify_exit(state: RayJobState) -> tuple[JobState | None, ErrorKind | None
         return None, ErrorKind.LOST, f"killed by signal {code - _SIGNAL_BASE}"
     if code is not None and code < 0:
         return None, ErrorKind.LOST, f"its Ray driver was killed by signal {-code}"
+    if code is None and "failed to start" in state.message.lower():
+        # Ray could not start the job's supervisor at all (e.g. an entrypoint it cannot pass on):
+        # another attempt would fail the same way, so the job fails with Ray's reason.
+        return JobState.FAILED, ErrorKind.SUBMIT, f"its Ray job could not start: {state.message.strip()[:500]}"
     return None, ErrorKind.LOST, f"Ray reports {state.status}: {state.message.strip()[:300]}"
 
 
@@ -165,6 +175,14 @@ class Dispatcher:
             return
         self._cluster_ok(cluster.address)
         if job.cancel_requested:
+            if state is not None and state.status == "PENDING":
+                # Never started (waiting for its supervisor or resources): nothing runs that
+                # needs a grace time, so the cancel takes effect now, not when Ray gets round to it.
+                cluster.request_stop(job.ray_submission_id)
+                if self.queue.finish(job.id, self.id, JobState.CANCELLED, error="cancelled by request before it started"):
+                    _note(job, "cancelled by request before its Ray job started")
+                    log.info("job %d: cancelled before it started", job.id)
+                return
             if state is not None and not state.finished:
                 # Not waited for: Ray sends SIGTERM, then SIGKILL after its grace time;
                 # a later pass sees it stopped. Asking again is harmless.
@@ -183,6 +201,8 @@ class Dispatcher:
         if end_state is None:
             self._lost(job, error)
             return
+        if error_kind == ErrorKind.EXIT:
+            error = f"{error}; last line: {last_line}" if (last_line := last_output_line(job.log_path)) else error
         if self.queue.finish(job.id, self.id, end_state, exit_code=state.exit_code, error=error,
                              error_kind=error_kind):
             log.info("job %d: %s", job.id, end_state.value)
@@ -291,6 +311,10 @@ class Dispatcher:
             "VIDISTILL_JOB_KIND": job.kind,
             "VIDISTILL_JOB_CONFIG": json.dumps(job.config),
         }
+        if job.mlflow_tracking_uri:
+            # Runs and models land in the store of whoever submitted, not the head's (no password
+            # in it: submission.tracking_uri_for_job refused those).
+            env["MLFLOW_TRACKING_URI"] = job.mlflow_tracking_uri
         if job.mlflow_run_id:
             # A retry continues the run (and checkpoints) of the attempt that died.
             env["VIDISTILL_JOB_MLFLOW_RUN_ID"] = job.mlflow_run_id
@@ -322,6 +346,20 @@ def queue_access_env(settings: Settings) -> dict[str, str]:
     return {"VIDISTILL_DB_URL": "", "VIDISTILL_DB_URL_FILE": str(path)}
 
 
+def last_output_line(log_path: str | None, tail_bytes: int = 65536) -> str | None:
+    """The job's last line of output (its error, when it failed), without our `===` notes."""
+    if not log_path:
+        return None
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(log_path) - tail_bytes))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("===")]
+    return lines[-1][:500] if lines else None
+
+
 def _note(job: Job, text: str) -> None:
     """Append a line to the job's log, when that file is on this machine."""
     if not job.log_path or not Path(job.log_path).parent.is_dir():
@@ -346,6 +384,8 @@ def serve_forever(settings: Settings | None = None, *, retry_every: float = 5.0)
         try:
             cluster = connect_cluster(settings)
             break
+        except ClusterConfigError:
+            raise  # a setting to change: retrying would only repeat it
         except ClusterUnavailable as error:
             log.warning("%s; retrying in %g s", error, retry_every)
             if stopping.wait(retry_every):
@@ -385,4 +425,8 @@ def _alive(pid_file: Path) -> bool:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_forever()
+    try:
+        serve_forever()
+    except ClusterConfigError as error:
+        log.error("%s", error)
+        sys.exit(2)

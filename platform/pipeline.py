@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from vidistill.platform.kinds import get_kind
 from vidistill.platform.kinds.training import job_alias
 from vidistill.platform.queue import JobQueue
+from vidistill.platform.submission import submit_job
 
 
 @dataclass
@@ -92,7 +93,7 @@ def submit_pipeline(queue: JobQueue, spec: PipelineSpec) -> PipelineJobs:
     get_kind("evaluate").validated({**evaluation, "models": [placeholder]})
 
     def submit(kind: str, config: dict, after: list[int | None]) -> int:
-        return queue.submit(kind, config, owner=spec.owner, priority=spec.priority,
+        return submit_job(queue, kind, config, owner=spec.owner, priority=spec.priority,
                             depends_on=[i for i in after if i is not None], max_attempts=spec.max_attempts).id
 
     prepare_id = submit("prepare", prepare, []) if spec.prepare else None

@@ -12,7 +12,11 @@ head with its dashboard starts in about 4 s and a trivial job runs in about
 Local Ray on demand: without RAY_ADDRESS, `connect_cluster` starts a Ray head on
 this machine (once; a file lock stops concurrent dispatchers from racing) that
 outlives the dispatcher, like a service, so jobs survive a dispatcher restart
-and several dispatchers share it. Its files are under $VIDISTILL_HOME/ray.
+and several dispatchers share it. Its files are under $VIDISTILL_HOME/ray. A
+head belongs to one VIDISTILL_HOME: its pid and dashboard port are recorded
+there (head.pid, head.port; the port is a free one unless
+VIDISTILL_RAY_DASHBOARD_PORT names it), and a dispatcher uses only a head it
+can prove is its home's, never one that merely answers on a port.
 
 Authentication: Ray (2.60) clusters may require a token (RAY_AUTH_MODE=token;
 the on-demand head always does). Ray's own clients send it only when this
@@ -185,38 +189,94 @@ class RayCluster:
         )
 
 
+class ClusterConfigError(ClusterUnavailable):
+    """A setting that no retry can fix (a dashboard port Ray cannot use, a head that is not ours)."""
+
+
+# Ray's default range for worker processes (`ray start --min-worker-port/--max-worker-port`):
+# a dashboard there collides with the head's own workers and the head exits at start.
+RAY_WORKER_PORTS = range(10002, 20000)
+
+
+def check_dashboard_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ClusterConfigError(f"VIDISTILL_RAY_DASHBOARD_PORT={port} is not a port (1-65535)")
+    if port in RAY_WORKER_PORTS:
+        raise ClusterConfigError(
+            f"VIDISTILL_RAY_DASHBOARD_PORT={port} lies in Ray's worker port range "
+            f"({RAY_WORKER_PORTS.start}-{RAY_WORKER_PORTS.stop - 1}), where the head's own workers listen; "
+            "choose a port outside it (e.g. 8265) or unset it to let vidistill pick a free one")
+
+
+def own_head_port(settings: Settings) -> int | None:
+    """The dashboard port of the head this home started, when that head still runs.
+
+    The proof that a head is this home's: its pid recorded under $VIDISTILL_HOME/ray is a
+    live `ray start` with the recorded dashboard port. A head on a port that merely answers
+    may belong to another home, with that home's environment and stores.
+    """
+    ray_dir = settings.home / "ray"
+    try:
+        pid = int((ray_dir / "head.pid").read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            arguments = handle.read().decode(errors="replace").split("\0")
+    except (OSError, ValueError):
+        return None
+    ports = [a.removeprefix("--dashboard-port=") for a in arguments if a.startswith("--dashboard-port=")]
+    if not _running(pid) or "start" not in arguments or len(ports) != 1 or not ports[0].isdigit():
+        return None
+    # The port from the head's own command line: a head started before head.port was
+    # written (an older vidistill, on 8265) is still found and not left running beside a new one.
+    return int(ports[0])
+
+
 def connect_cluster(settings: Settings, *, start: bool = True) -> RayCluster:
-    """RAY_ADDRESS if set; else the local head, started now if `start` and none runs."""
+    """RAY_ADDRESS if set; else this home's local head, started now if `start` and none runs."""
     if settings.ray_address:
         return RayCluster(settings.ray_address)
     # The on-demand head runs with token auth (start_local_head); RayCluster sends
     # the token itself, so this process's environment stays as it was.
-    address = f"http://127.0.0.1:{settings.ray_dashboard_port}"
-    if dashboard_is_up(address):
-        return RayCluster(address)
+    if settings.ray_dashboard_port_set:
+        check_dashboard_port(settings.ray_dashboard_port)
+    port = own_head_port(settings)
+    if port is not None and dashboard_is_up(f"http://127.0.0.1:{port}"):
+        return RayCluster(f"http://127.0.0.1:{port}")
     if not start:
         raise ClusterUnavailable(
-            f"no Ray cluster: RAY_ADDRESS is unset and no local head answers at {address}. "
-            "`vidistill dispatcher` starts one"
+            f"no Ray cluster: RAY_ADDRESS is unset and the local head of VIDISTILL_HOME={settings.home} "
+            "is not running. `vidistill dispatcher` starts one"
         )
     ray_dir = settings.home / "ray"
     ray_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(ray_dir / "start.lock"):
-        if not dashboard_is_up(address):
-            process = start_local_head(
-                dashboard_port=settings.ray_dashboard_port,
-                temp_dir=local_head_temp_dir(settings),
-                log_file=ray_dir / "head.log",
-            )
+        port = own_head_port(settings)
+        if port is None:
+            port = settings.ray_dashboard_port if settings.ray_dashboard_port_set else free_port()
+            address = f"http://127.0.0.1:{port}"
+            if dashboard_is_up(address):
+                raise ClusterConfigError(
+                    f"a Ray head answers at {address} but was not started from VIDISTILL_HOME={settings.home}; "
+                    f"its jobs would run with another home's environment. Set RAY_ADDRESS={address} to use it "
+                    "on purpose, or choose another VIDISTILL_RAY_DASHBOARD_PORT")
+            log_file = ray_dir / "head.log"
+            process = start_local_head(dashboard_port=port, temp_dir=local_head_temp_dir(settings, port),
+                                       log_file=log_file)
             (ray_dir / "head.pid").write_text(str(process.pid))
-            wait_for_dashboard(address, process)
-    return RayCluster(address)
+            (ray_dir / "head.port").write_text(str(port))
+            wait_for_dashboard(address, process, log_file=log_file)
+    return RayCluster(f"http://127.0.0.1:{port}")
 
 
-def local_head_temp_dir(settings: Settings) -> Path:
+def local_head_temp_dir(settings: Settings, port: int | None = None) -> Path:
     """Ray's session files for the on-demand head: short (Ray's socket paths have a
-    length limit, so not under $VIDISTILL_HOME) and one per user and port."""
-    return Path("/tmp") / f"vidistill-ray-{os.getuid()}-{settings.ray_dashboard_port}"
+    length limit, so not under $VIDISTILL_HOME) and one per user and dashboard port,
+    i.e. one per head (the port this home recorded when `port` is not given)."""
+    if port is None:
+        try:
+            port = int((settings.home / "ray" / "head.port").read_text())
+        except (OSError, ValueError):
+            port = settings.ray_dashboard_port
+    return Path("/tmp") / f"vidistill-ray-{os.getuid()}-{port}"
 
 
 def dashboard_is_up(address: str) -> bool:
@@ -295,11 +355,13 @@ def ensure_auth_token(env: dict[str, str] | None = None) -> None:
     )
 
 
-def wait_for_dashboard(address: str, process: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
+def wait_for_dashboard(address: str, process: subprocess.Popen | None = None, timeout: float = 120.0,
+                       log_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not dashboard_is_up(address):
         if process is not None and process.poll() is not None:
-            raise ClusterUnavailable(f"the local Ray head exited with code {process.returncode}; see its log")
+            where = f"; its log: {log_file}{_last_line(log_file)}" if log_file else ""
+            raise ClusterUnavailable(f"the local Ray head exited with code {process.returncode}{where}")
         if time.monotonic() > deadline:
             raise ClusterUnavailable(f"the Ray dashboard at {address} did not come up in {timeout:.0f} s")
         time.sleep(0.3)
@@ -308,6 +370,15 @@ def wait_for_dashboard(address: str, process: subprocess.Popen | None = None, ti
         if time.monotonic() > deadline:
             raise ClusterUnavailable(f"the Ray cluster at {address} shows no live node after {timeout:.0f} s")
         time.sleep(0.3)
+
+
+def _last_line(path: Path) -> str:
+    """' (last line: ...)' of a log, to say why at once; '' when there is none."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return f" (last line: {lines[-1][:300]})" if lines else ""
 
 
 def stop_local_head(process: subprocess.Popen | int, grace: float = 5.0) -> None:

@@ -17,7 +17,9 @@ cluster just by setting variables:
   RAY_ADDRESS              Ray dashboard address the dispatcher submits jobs to,
                            e.g. http://head-node:8265. Unset: a local Ray head is
                            started on demand (see vidistill.platform.ray_cluster).
-  VIDISTILL_RAY_DASHBOARD_PORT  port of that on-demand local head (default 8265).
+  VIDISTILL_RAY_DASHBOARD_PORT  port of that on-demand local head (default: a free
+                           port, picked when the head starts and recorded under
+                           $VIDISTILL_HOME/ray, so every home has a head of its own).
   VIDISTILL_POLL_INTERVAL  seconds between dispatcher passes (default 1.0).
   VIDISTILL_STALE_AFTER    seconds without a dispatcher heartbeat before its
                            running jobs are recovered by others (default 30).
@@ -55,6 +57,7 @@ class Settings:
     autostart_dispatcher: bool = True
     db_url_file: Path | None = None   # where db_url was read from, when it came from a file
     admin: bool = False
+    ray_dashboard_port_set: bool = False  # VIDISTILL_RAY_DASHBOARD_PORT given: the local head must use it
 
     def __repr__(self) -> str:  # never print the queue's password
         return (f"Settings(home={str(self.home)!r}, db_url={redact_url(self.db_url)!r}, "
@@ -89,6 +92,7 @@ class Settings:
             autostart_dispatcher=_flag(env, "VIDISTILL_AUTOSTART_DISPATCHER", True),
             db_url_file=db_url_file,
             admin=_flag(env, "VIDISTILL_ADMIN", False),
+            ray_dashboard_port_set=bool(env.get("VIDISTILL_RAY_DASHBOARD_PORT")),
         )
 
 

@@ -18,6 +18,7 @@ from vidistill.platform.queue.db import close_engine
 from vidistill.platform.ray_cluster import RayCluster
 from vidistill.platform.settings import Settings, redact
 from vidistill.trainers.tracking import scrub_credentials
+from vidistill.platform.submission import submit_job
 
 PASSWORD = "pw-Sx9-never-shown"
 
@@ -81,7 +82,7 @@ def test_cancel_and_retry_of_another_owners_job_are_refused_unless_an_admin_forc
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_queue_api_checks_owners_only_when_told_who_asks(queue):
-    job = queue.submit("command", {"command": "true"}, owner="ana")
+    job = submit_job(queue, "command", {"command": "true"}, owner="ana")
     with pytest.raises(NotOwner) as refused:
         queue.cancel(job.id, user="bo")
     assert (refused.value.owner, refused.value.user, refused.value.action) == ("ana", "bo", "cancel")
@@ -152,8 +153,8 @@ def test_the_queue_password_stays_out_of_job_records_logs_and_ray(postgres_url, 
         "VIDISTILL_POLL_INTERVAL": "0.2", "VIDISTILL_STALE_AFTER": "3", "VIDISTILL_AUTOSTART_DISPATCHER": "0",
     })
     queue = JobQueue(settings)
-    printer = queue.submit("command", {"command": "env; echo printed-env", "cpus": 0.2}).id
-    greeter = queue.submit("test-greet", {"name": "ana", "workers": 1}).id
+    printer = submit_job(queue, "command", {"command": "env; echo printed-env", "cpus": 0.2}).id
+    greeter = submit_job(queue, "test-greet", {"name": "ana", "workers": 1}).id
     group = DispatcherProcesses(settings, tmp_path)
     group.start(1)
     try:
@@ -192,17 +193,24 @@ def test_the_queue_password_stays_out_of_job_records_logs_and_ray(postgres_url, 
 
 def test_connecting_to_a_token_cluster_leaves_this_process_environment_alone(ray_head):
     # Ray fixes its auth mode per process, so this runs in a fresh one without RAY_AUTH_MODE,
-    # reaching the (token-protected) session head once through RAY_ADDRESS and once as the
-    # local head (RAY_ADDRESS unset, the head on the dashboard port it would start).
+    # reaching the (token-protected) session head through RAY_ADDRESS; as a local head
+    # (RAY_ADDRESS unset, its dashboard port named) it is refused: another home started it.
     port = ray_head.rsplit(":", 1)[1]
     code = f"""
 import os
-from vidistill.platform.ray_cluster import connect_cluster
+import tempfile
+from vidistill.platform.ray_cluster import ClusterConfigError, connect_cluster
 from vidistill.platform.settings import Settings
-for env in ({{"RAY_ADDRESS": "{ray_head}"}}, {{"VIDISTILL_RAY_DASHBOARD_PORT": "{port}"}}):
-    cluster = connect_cluster(Settings.from_env(env), start=False)
-    assert cluster.capacity().total_cpus > 0
-    cluster._client.list_jobs()
+cluster = connect_cluster(Settings.from_env({{"RAY_ADDRESS": "{ray_head}"}}), start=False)
+assert cluster.capacity().total_cpus > 0
+cluster._client.list_jobs()
+# The same head as a local one: it was not started from this home, so it is not adopted.
+try:
+    connect_cluster(Settings.from_env({{"VIDISTILL_HOME": tempfile.mkdtemp(),
+                                        "VIDISTILL_RAY_DASHBOARD_PORT": "{port}"}}), start=True)
+    raise AssertionError("adopted a head of another home")
+except ClusterConfigError:
+    pass
 print(os.environ.get("RAY_AUTH_MODE"))
 """
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}

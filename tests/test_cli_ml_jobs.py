@@ -20,13 +20,18 @@ run = run_cli
 def test_a_training_job_stores_the_resolved_config_file_plus_overrides(env, tmp_path):
     file = tmp_path / "teacher.yaml"
     file.write_text("model: {name: i3d_small}\noptim: {lr: 0.02}\nepochs: 7\n")
-    job = json.loads(run("submit-job", "train-teacher", "--prepared", "/data/frames", "--root", "/data/src",
+    # Folders that exist (checked at submit), a prepared one with a video in its manifest.
+    frames, src = tmp_path / "frames", tmp_path / "src"
+    src.mkdir()
+    frames.mkdir()
+    (frames / "manifest.json").write_text(json.dumps({"videos": {"a/v0": {}}}))
+    job = json.loads(run("submit-job", "train-teacher", "--prepared", frames, "--root", src,
                          "--train-config", file, "--set", "optim.lr=0.003", "--set", "num_workers=4",
                          "--set", "batch_size=32", "--json").stdout)
     resolved = job["config"]["resolved"]
     assert resolved["role"] == "teacher"
     assert (resolved["model"]["name"], resolved["optim"]["lr"], resolved["epochs"]) == ("i3d_small", 0.003, 7)
-    assert resolved["data"]["prepared"] == "/data/frames" and resolved["data"]["root"] == "/data/src"
+    assert resolved["data"]["prepared"] == str(frames) and resolved["data"]["root"] == str(src)
     # The workers are what the dispatcher admits: 4 x 1 CPU, no GPU.
     assert job["resources"] == {"num_workers": 4, "cpus_per_worker": 1.0, "gpus_per_worker": 0.0,
                                 "total_cpus": 4.0, "total_gpus": 0.0}
@@ -67,8 +72,9 @@ def test_the_resolved_config_is_not_an_option(env):
     assert "--resolved" not in text
 
 
-def test_pipeline_submits_the_method_as_dependent_jobs(env):
-    out = json.loads(run("pipeline", "--root", "/data/src", "--prepared", "/data/frames", "--flow", "farneback",
+def test_pipeline_submits_the_method_as_dependent_jobs(env, tmp_path):
+    (tmp_path / "src").mkdir()  # the source must exist; the prepared folder is the prepare job's to make
+    out = json.loads(run("pipeline", "--root", tmp_path / "src", "--prepared", tmp_path / "frames", "--flow", "farneback",
                          "--set", "model.name=i3d_tiny", "--set", "data.name=demo", "--student-set",
                          "distill.lambda1=2", "--json").stdout)
     queue = JobQueue(env)

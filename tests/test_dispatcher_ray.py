@@ -13,6 +13,7 @@ import pytest
 from platform_fixtures import wait_until
 from vidistill.platform.queue import JobQueue
 from vidistill.platform.ray_cluster import RayCluster
+from vidistill.platform.submission import submit_job
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +35,10 @@ def test_many_jobs_and_three_dispatchers_each_job_runs_exactly_once_in_dependenc
     ledger = tmp_path / "ledger"
     record = f'echo "start $VIDISTILL_JOB_ID $(date +%s%N)" >> {ledger}; sleep 0.2; ' \
              f'echo "end $VIDISTILL_JOB_ID $(date +%s%N)" >> {ledger}'
-    independent = [queue.submit("command", {"command": record, "cpus": 0.5}).id for _ in range(10)]
-    chain = [queue.submit("command", {"command": record, "cpus": 0.5}, priority=5).id]
+    independent = [submit_job(queue, "command", {"command": record, "cpus": 0.5}).id for _ in range(10)]
+    chain = [submit_job(queue, "command", {"command": record, "cpus": 0.5}, priority=5).id]
     for _ in range(2):
-        chain.append(queue.submit("command", {"command": record, "cpus": 0.5}, depends_on=[chain[-1]]).id)
+        chain.append(submit_job(queue, "command", {"command": record, "cpus": 0.5}, depends_on=[chain[-1]]).id)
     dispatchers.start(3)
 
     wait_until(lambda: finished(queue, independent + chain), timeout=180, message="all jobs to finish")
@@ -58,7 +59,7 @@ def test_gpu_jobs_get_devices_from_ray_and_wait_for_free_gpus(ray_settings, disp
     # The session's Ray head declares 2 GPUs (logical; none needed for Ray to assign ids).
     queue = JobQueue(ray_settings)
     show = 'echo "devices=$CUDA_VISIBLE_DEVICES"; sleep 2'
-    whole = [queue.submit("command", {"command": show, "gpus": 1, "cpus": 0.1}).id for _ in range(3)]
+    whole = [submit_job(queue, "command", {"command": show, "gpus": 1, "cpus": 0.1}).id for _ in range(3)]
     dispatchers.start(1)
 
     wait_until(lambda: sum(queue.get(i).state == "running" for i in whole) == 2, timeout=60,
@@ -80,10 +81,10 @@ def test_killed_worker_is_retried_and_gives_up_after_max_attempts(ray_settings, 
     # Attempt 1 blocks until killed; a later attempt finishes.
     script = (f'echo $$ > {tmp_path}/$VIDISTILL_JOB_ID-$VIDISTILL_JOB_ATTEMPT.pid; '
               'if [ "$VIDISTILL_JOB_ATTEMPT" = 1 ]; then sleep 120; fi; echo "finished attempt $VIDISTILL_JOB_ATTEMPT"')
-    retried = queue.submit("command", {"command": script, "cpus": 0.5}, max_attempts=3).id
-    single = queue.submit("command", {"command": script, "cpus": 0.5}, max_attempts=1).id
+    retried = submit_job(queue, "command", {"command": script, "cpus": 0.5}, max_attempts=3).id
+    single = submit_job(queue, "command", {"command": script, "cpus": 0.5}, max_attempts=1).id
     # A program failing by itself is not retried, whatever its attempts.
-    broken = queue.submit("command", {"command": "echo oops; exit 3", "cpus": 0.5}, max_attempts=3).id
+    broken = submit_job(queue, "command", {"command": "echo oops; exit 3", "cpus": 0.5}, max_attempts=3).id
     dispatchers.start(1)
 
     for job_id in (retried, single):
@@ -105,7 +106,7 @@ def test_killed_worker_is_retried_and_gives_up_after_max_attempts(ray_settings, 
     wait_until(lambda: finished(queue, [broken]), timeout=30, message="the broken job to finish")
     job = queue.get(broken)
     assert (job.state, job.attempts, job.exit_code, job.error_kind) == ("failed", 1, 3, "exit")
-    assert job.error == "exited with code 3; see `vidistill jobs logs`"
+    assert job.error == "exited with code 3; see `vidistill jobs logs`; last line: oops"
     assert "oops" in Path(job.log_path).read_text()
 
 
@@ -113,12 +114,12 @@ def test_killed_worker_is_retried_and_gives_up_after_max_attempts(ray_settings, 
 def test_killed_dispatcher_jobs_are_recovered_by_another(ray_settings, dispatchers, tmp_path):
     queue = JobQueue(ray_settings)
     # `survivor` keeps running on Ray while its dispatcher is dead: adopted, not restarted.
-    survivor = queue.submit("command", {"command": f"echo started >> {tmp_path}/survivor; sleep 6; echo done",
+    survivor = submit_job(queue, "command", {"command": f"echo started >> {tmp_path}/survivor; sleep 6; echo done",
                                         "cpus": 0.5}).id
     # `orphan` loses its worker together with its dispatcher: re-queued, attempt 2.
     orphan_script = (f'echo $$ > {tmp_path}/orphan-$VIDISTILL_JOB_ATTEMPT.pid; '
                      'if [ "$VIDISTILL_JOB_ATTEMPT" = 1 ]; then sleep 120; fi; echo "finished attempt $VIDISTILL_JOB_ATTEMPT"')
-    orphan = queue.submit("command", {"command": orphan_script, "cpus": 0.5}).id
+    orphan = submit_job(queue, "command", {"command": orphan_script, "cpus": 0.5}).id
     (first,) = dispatchers.start(1)
     orphan_pid = wait_until(lambda: read_pid(tmp_path / "orphan-1.pid"), timeout=60, message="orphan to start")
     wait_until(lambda: (tmp_path / "survivor").exists(), timeout=60, message="survivor to start")
@@ -139,9 +140,9 @@ def test_killed_dispatcher_jobs_are_recovered_by_another(ray_settings, dispatche
 
 def test_cancel_running_job_stops_its_ray_job_and_keeps_the_log(ray_settings, dispatchers, tmp_path):
     queue = JobQueue(ray_settings)
-    job_id = queue.submit("command", {"command": f"echo $$ > {tmp_path}/pid; echo working; sleep 120",
+    job_id = submit_job(queue, "command", {"command": f"echo $$ > {tmp_path}/pid; echo working; sleep 120",
                                       "cpus": 0.5}).id
-    waiting = queue.submit("command", {"command": "echo never"}, depends_on=[job_id]).id
+    waiting = submit_job(queue, "command", {"command": "echo never"}, depends_on=[job_id]).id
     dispatchers.start(1)
     pid = wait_until(lambda: read_pid(tmp_path / "pid"), timeout=60, message="the job to start")
 
@@ -199,7 +200,7 @@ def test_python_kind_runs_as_ray_driver_and_reports_its_mlflow_run(ray_settings,
     monkeypatch.setattr(kinds, "_registry", dict(kinds._registry))  # this process: the kind for this test only
     kinds.register(platform_test_kinds.GREET)
     queue = JobQueue(ray_settings)
-    job_id = queue.submit("test-greet", {"name": "ana", "workers": 2}).id
+    job_id = submit_job(queue, "test-greet", {"name": "ana", "workers": 2}).id
     assert (queue.get(job_id).total_cpus, queue.get(job_id).num_workers) == (1.0, 2)
     dispatchers.start(1)
 
@@ -246,7 +247,7 @@ def test_a_job_that_cannot_start_fails_once_with_the_reason(ray_settings, monkey
                                  config_class=platform_test_kinds.GreetConfig, command=refuse,
                                  resources=lambda c: kinds.JobResources(1, cpus_per_worker=0.1)))
     queue = JobQueue(ray_settings)
-    job_id = queue.submit("cannot-start", {"name": "ucf"}, max_attempts=3).id
+    job_id = submit_job(queue, "cannot-start", {"name": "ucf"}, max_attempts=3).id
 
     Dispatcher(queue, RayCluster(ray_settings.ray_address)).run_once()
 

@@ -60,6 +60,18 @@ def test_dependencies_point_from_platform_to_trainers_to_datasets(area, forbidde
     assert offenders == []
 
 
+def test_the_queue_store_knows_rows_not_job_kinds():
+    # Kinds validate and size a job before it is written (platform/submission.py); the store
+    # must not reach back into them, or every new kind becomes a store change.
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in (ROOT / "platform" / "queue").rglob("*.py")
+        for module in _imported_modules(path)
+        if module.startswith(("vidistill.platform.kinds", "vidistill.platform.submission"))
+    ]
+    assert offenders == []
+
+
 def test_code_imports_areas_through_the_vidistill_namespace():
     bare = [
         f"{path.relative_to(ROOT)} imports {module}"

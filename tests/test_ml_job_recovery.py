@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from platform_fixtures import driver_pid, environment, wait_until
 from trainers_fixtures import tiny_overrides
 from vidistill.platform.queue import JobQueue
+from vidistill.platform.submission import submit_job
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ def test_a_training_job_killed_mid_run_resumes_its_mlflow_run_from_the_last_chec
         ray_settings, dispatchers, tiny_dataset):
     with environment(VIDISTILL_HOME=str(ray_settings.home), MLFLOW_TRACKING_URI=None):
         queue = JobQueue(ray_settings)
-        job_id = queue.submit("train-teacher", {"set": tiny_overrides(tiny_dataset, "epochs=4", "num_workers=1")},
+        job_id = submit_job(queue, "train-teacher", {"set": tiny_overrides(tiny_dataset, "epochs=4", "num_workers=1")},
                               max_attempts=2).id
         dispatchers.start(1)
         client = MlflowClient(f"sqlite:///{ray_settings.home / 'mlflow.db'}")

@@ -25,6 +25,7 @@ from platform_fixtures import DispatcherProcesses, wait_until
 from vidistill.platform.processes import descendants, kill_all
 from vidistill.platform.queue import JobQueue
 from vidistill.platform.ray_cluster import RayCluster, free_port, start_local_head, stop_local_head, wait_for_dashboard
+from vidistill.platform.submission import submit_job
 
 pytestmark = pytest.mark.slow
 
@@ -122,13 +123,13 @@ def test_gpu_jobs_spread_over_nodes_and_a_dead_node_job_completes_elsewhere(clus
     report = (f'echo "attempt=$VIDISTILL_JOB_ATTEMPT node=$VD_NODE gpu=$CUDA_VISIBLE_DEVICES"; '
               f'echo "$VIDISTILL_JOB_ID $VIDISTILL_JOB_ATTEMPT $VD_NODE" >> {ledger}')
     # `doomed` blocks on its first attempt, on whichever node it lands; its node is then killed.
-    doomed = queue.submit("command", {"command": report + '; if [ "$VIDISTILL_JOB_ATTEMPT" = 1 ]; then sleep 300; fi',
+    doomed = submit_job(queue, "command", {"command": report + '; if [ "$VIDISTILL_JOB_ATTEMPT" = 1 ]; then sleep 300; fi',
                                       "gpus": 1, "cpus": 0.1}, priority=10).id
-    pair = [queue.submit("command", {"command": report + "; sleep 4", "gpus": 1, "cpus": 0.1}, priority=5).id
+    pair = [submit_job(queue, "command", {"command": report + "; sleep 4", "gpus": 1, "cpus": 0.1}, priority=5).id
             for _ in range(2)]
     # A worker asking for 2 GPUs fits the cluster's total but no single node: never admitted.
-    too_big = queue.submit("command", {"command": "echo never", "gpus": 2, "cpus": 0.1}, priority=20).id
-    quick = [queue.submit("command", {"command": report, "gpus": 1, "cpus": 0.1}).id for _ in range(2)]
+    too_big = submit_job(queue, "command", {"command": "echo never", "gpus": 2, "cpus": 0.1}, priority=20).id
+    quick = [submit_job(queue, "command", {"command": report, "gpus": 1, "cpus": 0.1}).id for _ in range(2)]
     groups = [DispatcherProcesses(machine, tmp_path / f"machine-{i}-logs") for i, machine in enumerate(machines)]
     for group in groups:
         group.log_dir.mkdir()

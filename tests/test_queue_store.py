@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, inspect, select, text, update
 from vidistill.platform.kinds import ConfigError, UnknownKind
 from vidistill.platform.queue import Capacity, InvalidTransition, Job, JobNotFound, JobQueue, JobState
 from vidistill.platform.queue.db import VERSION_TABLE, create_queue_engine, head_revision, migrate
+from vidistill.platform.submission import submit_job
 
 BIG = Capacity(total_cpus=1000, total_gpus=1000, max_worker_cpus=1000, max_worker_gpus=1000)
 
@@ -24,7 +25,7 @@ def cmd(queue: JobQueue, command: str = "true", **options):
     for key in ("cpus", "gpus"):
         if key in options:
             config[key] = options.pop(key)
-    return queue.submit("command", config, **options)
+    return submit_job(queue, "command", config, **options)
 
 
 # -- schema -------------------------------------------------------------------------
@@ -70,7 +71,7 @@ def test_first_use_migrates_automatically(settings):
 
 def test_submit_records_the_job(queue):
     parent = cmd(queue, "a")
-    job = queue.submit("command", {"command": "python train.py", "gpus": 0.5, "cpus": 2},
+    job = submit_job(queue, "command", {"command": "python train.py", "gpus": 0.5, "cpus": 2},
                        owner="ana", priority=7, depends_on=[parent.id], max_attempts=5)
     stored = queue.get(job.id)
     assert (stored.kind, stored.state, stored.owner, stored.priority) == ("command", "queued", "ana", 7)
@@ -93,7 +94,7 @@ def test_submit_records_the_job(queue):
 ])
 def test_bad_config_is_refused_with_field_and_reason_and_nothing_is_queued(queue, config, field, reason):
     with pytest.raises(ConfigError) as caught:
-        queue.submit("command", config)
+        submit_job(queue, "command", config)
     assert caught.value.field == field
     assert reason in caught.value.reason
     assert f"job kind 'command': field '{field}'" in str(caught.value)
@@ -102,7 +103,7 @@ def test_bad_config_is_refused_with_field_and_reason_and_nothing_is_queued(queue
 
 def test_unknown_kind_and_missing_dependency_are_refused(queue):
     with pytest.raises(UnknownKind, match="unknown job kind 'trian'; known kinds: command"):
-        queue.submit("trian", {})
+        submit_job(queue, "trian", {})
     with pytest.raises(JobNotFound, match="no job 42"):
         cmd(queue, depends_on=[42])
     assert queue.list_jobs() == []
@@ -293,8 +294,9 @@ def test_activity_waiter_wakes_on_a_submission_from_another_process(queue, setti
         assert waiter.wait(0.3) is False  # nothing happened
         submitter = subprocess.Popen([sys.executable, "-c", (
             "import sys; from vidistill.platform.queue import JobQueue; from vidistill.platform.settings import Settings;"
-            "JobQueue(Settings.from_env({'VIDISTILL_DB_URL': sys.argv[1], 'VIDISTILL_HOME': sys.argv[2]}))"
-            ".submit('command', {'command': 'true'})"), settings.db_url, str(tmp_path)])
+            "from vidistill.platform.submission import submit_job;"
+            "submit_job(JobQueue(Settings.from_env({'VIDISTILL_DB_URL': sys.argv[1], 'VIDISTILL_HOME': sys.argv[2]})),"
+            " 'command', {'command': 'true'})"), settings.db_url, str(tmp_path)])
         started = time.monotonic()
         assert waiter.wait(60) is True
         assert time.monotonic() - started < 30

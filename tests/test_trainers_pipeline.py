@@ -66,6 +66,9 @@ def test_student_distils_from_the_teacher_by_registry_uri(student, teacher):
         assert [m.step for m in history] == [0, 1] and all(m.value >= 0 for m in history), metric
     model = mlflow.pytorch.load_model(student.model_uri)
     assert model.in_channels == 3 and list(model.head.branches) == ["motion", "appearance"]
+    # Its attention images show the teacher's map beside its own (drawn from paired clips).
+    assert [a.path for a in client.list_artifacts(student.run_id, "attention")] == [
+        "attention/epoch_000.png", "attention/epoch_001.png"]
 
 
 def test_the_teacher_stays_bit_identical_through_distillation(student, teacher):

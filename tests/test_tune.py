@@ -17,6 +17,7 @@ from vidistill.platform.queue import JobQueue
 from vidistill.trainers.config import ConfigError as TrainConfigError
 from vidistill.trainers.config import load_config
 from vidistill.trainers.search_space import default_space, load_space, parse_space, trial_config
+from vidistill.platform.submission import submit_job
 
 # 4 sampled trials (seed 0) of 2 epochs, one Ray Train worker each. With this space and seed the
 # two trials sampled with a high learning rate end epoch 1 at val accuracy 0 while the first
@@ -86,21 +87,26 @@ def test_a_bad_space_is_refused_naming_its_key(tmp_path, text, message):
 def test_submit_job_tune_refuses_a_bad_space_file_with_its_key_and_resolves_a_good_one(queue, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: {loguniform: [0.001, 0.1]}\nattention: [soft-atten, bogus]\n")
-    config = {"space": str(bad), "trials": 4, "teacher": "models:/tiny-teacher-flow/1", "set": fake_data()}
+    # Folders that exist and a teacher alias: what submit checks besides the space (test_submission).
+    (tmp_path / "src").mkdir()
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "manifest.json").write_text('{"videos": {"a/v0": {}}}')
+    data = [f"data.prepared={tmp_path / 'frames'}", f"data.root={tmp_path / 'src'}", "data.name=tiny"]
+    config = {"space": str(bad), "trials": 4, "teacher": "models:/tiny-teacher-flow@best", "set": data}
     with pytest.raises(ConfigError) as refused:
-        queue.submit("tune", config)
+        submit_job(queue, "tune", config)
     assert refused.value.field == "space"
     assert "attention: value 'bogus' is refused" in refused.value.reason and str(bad) in refused.value.reason
     with pytest.raises(ConfigError, match="field 'trials': must be at least 1"):
-        queue.submit("tune", {**config, "space": None, "trials": 0})
+        submit_job(queue, "tune", {**config, "space": None, "trials": 0})
 
     good = tmp_path / "good.yaml"
     good.write_text(SPACE)
-    job = queue.submit("tune", {**config, "space": str(good), "max_concurrent": 3, "trial_gpus": 0.5,
-                                "set": fake_data(*TRIAL, "num_workers=2", "batch_size=4")})
+    job = submit_job(queue, "tune", {**config, "space": str(good), "max_concurrent": 3, "trial_gpus": 0.5,
+                                "set": [*data, *TRIAL, "num_workers=2", "batch_size=4"]})
     good.write_text("lr: [0.5]\n")  # the job keeps what was submitted
     assert job.config["resolved_space"]["model.attention"] == {"choice": ["soft-atten", "prob-atten"]}
-    assert job.config["resolved"]["distill"]["teacher"] == "models:/tiny-teacher-flow/1"
+    assert job.config["resolved"]["distill"]["teacher"] == "models:/tiny-teacher-flow@best"
     # 3 concurrent trials of 2 workers, each worker half a GPU.
     assert (job.num_workers, job.cpus_per_worker, job.gpus_per_worker) == (6, 1.0, 0.5)
 
@@ -126,7 +132,7 @@ def submit_search(queue: JobQueue, dataset, tmp_path: Path) -> int:
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     teacher = register_random_teacher(dataset)
-    return queue.submit("tune", {"space": str(space), "trials": 4, "teacher": teacher,
+    return submit_job(queue, "tune", {"space": str(space), "trials": 4, "teacher": teacher,
                                  "set": tiny_overrides(dataset, *TRIAL)}, max_attempts=2).id
 
 

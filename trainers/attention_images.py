@@ -1,8 +1,11 @@
 """Attention maps drawn over video frames, as in Fig. 2 of the paper.
 
-Each clip becomes a row: for the first and the last frame, the frame with every map of the
-model overlaid (red = more attention). The map of a frame is the time slice of phi's grid
-that covers it, upsampled to the frame size.
+Each clip gives two rows, its first and its last frame. A row is a strip of panels, each with
+one caption above it (never over the picture): the frame itself, then every map of the model
+drawn semi-transparent over the frame, the teacher's motion map right after the student's
+motion map when there is a teacher (the two the distillation loss compares), and a colour bar.
+The map of a frame is the time slice of phi's grid that covers it, upsampled to the frame
+size, and scaled to its own maximum (the colour bar's top).
 """
 from __future__ import annotations
 
@@ -17,8 +20,14 @@ def _frame_uint8(rgb: torch.Tensor) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
-def overlay(frame: np.ndarray, attention: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
-    """One (h, w) map over one BGR frame; the map is scaled to its own maximum."""
+CAPTION_HEIGHT = 14
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_WHITE = (255, 255, 255)
+
+
+def overlay(frame: np.ndarray, attention: torch.Tensor, alpha: float = 0.45) -> np.ndarray:
+    """One (h, w) map over one BGR frame, `alpha` opaque so the frame stays readable; the map is
+    scaled to its own maximum."""
     height, width = frame.shape[:2]
     heat = attention.float().cpu().numpy()
     heat = cv2.resize(heat / max(float(heat.max()), 1e-12), (width, height), interpolation=cv2.INTER_LINEAR)
@@ -26,23 +35,55 @@ def overlay(frame: np.ndarray, attention: torch.Tensor, alpha: float = 0.5) -> n
     return cv2.addWeighted(frame, 1 - alpha, colour, alpha, 0)
 
 
-def attention_grid(rgb_clips: torch.Tensor, maps: dict[str, torch.Tensor], label_names: list[str] | None = None
-                   ) -> np.ndarray:
-    """rgb_clips (B, 3, T, H, W) in [-1, 1]; maps name -> (B, T', h, w) probabilities. Returns a BGR image."""
+def captioned(image: np.ndarray, caption: str) -> np.ndarray:
+    """`image` under a black strip holding `caption` (cut to the width), so no text covers a map."""
+    strip = np.zeros((CAPTION_HEIGHT, image.shape[1], 3), np.uint8)
+    scale = 0.33
+    while caption and cv2.getTextSize(caption, _FONT, scale, 1)[0][0] > image.shape[1] - 4:
+        caption = caption[:-1]
+    cv2.putText(strip, caption, (2, CAPTION_HEIGHT - 4), _FONT, scale, _WHITE, 1, cv2.LINE_AA)
+    return np.concatenate([strip, image], axis=0)
+
+
+def colour_bar(height: int, width: int = 34) -> np.ndarray:
+    """A vertical JET bar from 0 (bottom) to the map's maximum (top), labelled, captioned like the panels."""
+    ramp = np.linspace(255, 0, height).astype(np.uint8)[:, None].repeat(10, axis=1)
+    bar = np.zeros((height, width, 3), np.uint8)
+    bar[:, 2:12] = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)
+    cv2.putText(bar, "max", (13, 10), _FONT, 0.3, _WHITE, 1, cv2.LINE_AA)
+    cv2.putText(bar, "0", (13, height - 3), _FONT, 0.3, _WHITE, 1, cv2.LINE_AA)
+    return captioned(bar, "scale")
+
+
+def _panel_order(names: list[str], teacher: dict | None) -> list[tuple[str, str]]:
+    """(source, map name) per panel: the model's maps, the teacher's motion map after the motion map."""
+    order = []
+    for name in names:
+        order.append(("model", name))
+        if teacher and name == "motion":
+            order += [("teacher", key) for key in teacher]
+    if teacher and "motion" not in names:
+        order += [("teacher", key) for key in teacher]
+    return order
+
+
+def attention_grid(rgb_clips: torch.Tensor, maps: dict[str, torch.Tensor], label_names: list[str] | None = None,
+                   teacher_maps: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+    """rgb_clips (B, 3, T, H, W) in [-1, 1]; maps name -> (B, T', h, w) probabilities, and the teacher's
+    (motion) maps of the same clips when there is a teacher. Returns a BGR image."""
     rows = []
     for b in range(rgb_clips.shape[0]):
-        tiles = []
-        for frame_index, slice_index in ((0, 0), (-1, -1)):
+        for frame_index, which in ((0, "first"), (-1, "last")):
             frame = _frame_uint8(rgb_clips[b, :, frame_index])
-            for name, attention in maps.items():
-                tile = overlay(frame, attention[b, slice_index])
-                caption = f"{name}, {'first' if frame_index == 0 else 'last'}"
-                cv2.putText(tile, caption, (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-                tiles.append(tile)
-        if label_names:  # the true class, once per row
-            cv2.putText(tiles[0], label_names[b], (2, tiles[0].shape[0] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                        (255, 255, 255), 1, cv2.LINE_AA)
-        rows.append(np.concatenate(tiles, axis=1))
+            label = f"{label_names[b]}, " if label_names else ""
+            panels = [captioned(frame, f"{label}{which} frame")]
+            for source, name in _panel_order(list(maps), teacher_maps):
+                attention = (maps if source == "model" else teacher_maps)[name][b, frame_index]
+                # Short, to fit one panel: the model's maps by name, the teacher's as "teacher".
+                caption = ("teacher" if name == "motion" else f"teacher {name}") if source == "teacher" else name
+                panels.append(captioned(overlay(frame, attention), caption))
+            panels.append(colour_bar(frame.shape[0]))
+            rows.append(np.concatenate(panels, axis=1))
     return np.concatenate(rows, axis=0)
 
 

@@ -73,10 +73,18 @@ def _create_sqlite_store_once(path: Path, uri: str) -> None:
         _CREATED_STORES.add(uri)
 
 
+# MLflow 3's UI opens an experiment on its GenAI view (traces, token usage) unless the
+# experiment says it is a model-training one; this tag, with this value, is what its UI reads.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment's id, created on first use (artifacts under $VIDISTILL_HOME for a local store)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before the tag, or by hand
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return found.experiment_id
     # A tracking server places artifacts itself; with a store reached directly (SQLite,
     # PostgreSQL) they go under $VIDISTILL_HOME, not into ./mlruns of whatever the cwd is.
@@ -84,7 +92,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     if not tracking_uri().startswith(("http://", "https://", "databricks")):
         location = (vidistill_home() / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except mlflow.exceptions.MlflowException:
         return client.get_experiment_by_name(name).experiment_id  # created by a concurrent run
 

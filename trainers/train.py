@@ -199,7 +199,9 @@ def train_worker(args: dict) -> None:
     image_batch = None
     if rank == 0 and config.model.attention != "none":
         few = dataclasses.replace(splits.val, videos=splits.val.videos[:4])
-        image_batch = next(iter(clip_loader(few, config.data, modality="paired" if input_key == "flow" else "rgb",
+        # Paired clips when a teacher is drawn beside the student: its maps come from their flow.
+        paired = input_key == "flow" or teacher is not None
+        image_batch = next(iter(clip_loader(few, config.data, modality="paired" if paired else "rgb",
                                             train=False, batch_size=4, seed=config.seed, clips_per_video=1,
                                             device=loader_device)))
 
@@ -260,7 +262,8 @@ def train_worker(args: dict) -> None:
         if rank == 0:
             _log_epoch(client, run_id, metrics, epoch)
             if image_batch is not None:
-                _log_attention_images(client, run_id, core, image_batch, input_key, device, epoch, splits.classes)
+                _log_attention_images(client, run_id, core, image_batch, input_key, device, epoch, splits.classes,
+                                      teacher=teacher)
             _say(rank, f"epoch {epoch + 1}/{config.epochs} done: train loss {metrics['train_loss']:.4f} "
                        f"val loss {metrics['val_loss']:.4f} val acc {metrics['val_accuracy']:.3f} "
                        f"({train_seconds:.1f} s)")
@@ -318,13 +321,18 @@ def _log_epoch(client, run_id: str, metrics: dict, epoch: int) -> None:
                                       if k != "epoch" and math.isfinite(float(v))])
 
 
-def _log_attention_images(client, run_id, model, batch, input_key, device, epoch, classes) -> None:
-    """The maps of the fixed validation clips over their first and last frames (Fig. 2)."""
+def _log_attention_images(client, run_id, model, batch, input_key, device, epoch, classes, teacher=None) -> None:
+    """The maps of the fixed validation clips over their first and last frames (Fig. 2), with the
+    teacher's motion map beside the student's when there is a teacher."""
     model.eval()
     with torch.no_grad():
         output = model(batch[input_key].to(device))
-    maps = {name: m.probs.cpu() for name, m in output.attention.items()}
-    image = attention_grid(batch["rgb"], maps, [classes[i] for i in batch["label"].tolist()])
+        teacher_maps = None
+        if teacher is not None and "flow" in batch:
+            teacher_output = teacher(batch["flow"].to(device))
+            teacher_maps = {name: m.probs.float().cpu() for name, m in teacher_output.attention.items()}
+    maps = {name: m.probs.float().cpu() for name, m in output.attention.items()}
+    image = attention_grid(batch["rgb"], maps, [classes[i] for i in batch["label"].tolist()], teacher_maps)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"epoch_{epoch:03d}.png"
         write_png(image, path)

@@ -8,9 +8,8 @@ from typing import Any
 
 import click
 
-from vidistill.platform.cli.common import _num, _print_json, _queue, _table
+from vidistill.platform.cli.common import _num, _print_json, _queue, _settings, _table
 from vidistill.platform.queue import JobState
-from vidistill.platform.settings import Settings
 
 # -- dispatcher -------------------------------------------------------------------
 
@@ -39,9 +38,14 @@ def dispatcher(poll_interval, stale_after, verbose) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if verbose:  # ours only: Ray's and SQLAlchemy's debug output would drown it
         logging.getLogger("vidistill").setLevel(logging.DEBUG)
-    settings = Settings.from_env()
+    from vidistill.platform.ray_cluster import ClusterConfigError
+
+    settings = _settings()
     changes = {k: v for k, v in (("poll_interval", poll_interval), ("stale_after", stale_after)) if v is not None}
-    serve_forever(dataclasses.replace(settings, **changes))
+    try:
+        serve_forever(dataclasses.replace(settings, **changes))
+    except ClusterConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 # -- cluster ---------------------------------------------------------------------
@@ -56,9 +60,9 @@ def cluster() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def cluster_status(as_json) -> None:
     """Ray nodes, CPUs/GPUs used by running jobs and free, queued demand, dispatchers."""
-    from vidistill.platform.ray_cluster import ClusterUnavailable, connect_cluster
+    from vidistill.platform.ray_cluster import ClusterConfigError, ClusterUnavailable, connect_cluster
 
-    settings = Settings.from_env()
+    settings = _settings()
     queue = _queue()
     status: dict[str, Any] = {"ray": {"address": None, "reachable": False, "error": None, "nodes": []}}
     try:
@@ -68,6 +72,8 @@ def cluster_status(as_json) -> None:
         status["ray"]["reachable"] = True
         status["ray"]["nodes"] = [dataclasses.asdict(n) for n in nodes]
     except Exception as error:  # ClusterUnavailable, or the state API failing
+        if isinstance(error, ClusterConfigError):  # our own refusal (a port, another home's head): say it
+            raise click.ClickException(str(error)) from None
         if not isinstance(error, ClusterUnavailable):
             error = f"{type(error).__name__}: {error}"
         status["ray"]["error"] = str(error)
@@ -118,5 +124,5 @@ def cluster_stop_local() -> None:
     """
     from vidistill.platform.ray_cluster import stop_started_head
 
-    pid = stop_started_head(Settings.from_env())
+    pid = stop_started_head(_settings())
     click.echo(f"stopped the local Ray head (pid {pid})" if pid else "no local Ray head started by vidistill is running")

@@ -16,10 +16,16 @@ from vidistill.platform.settings import Settings, redact
 STATES = [state.value for state in JobState]
 
 
-def _queue() -> JobQueue:
-    settings = None
+def _settings() -> Settings:
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
+    except ValueError as error:  # a bad variable (VIDISTILL_POLL_INTERVAL=soon): say which, not "the queue"
+        raise click.ClickException(f"invalid setting: {error}") from None
+
+
+def _queue() -> JobQueue:
+    settings = _settings()
+    try:
         return JobQueue(settings)
     except Exception as error:  # unreachable PostgreSQL, bad URL, unwritable home
         message = redact(str(error), *([settings.db_url] if settings else []), os.environ.get("VIDISTILL_DB_URL", ""))
@@ -35,7 +41,7 @@ _FORCE_HELP = ("Act on another owner's job; needs VIDISTILL_ADMIN=1. Without it,
 
 def _acting_user(force: bool) -> tuple[str, bool]:
     """(who is asking, whether the owner check is overridden)."""
-    if force and not Settings.from_env().admin:
+    if force and not _settings().admin:
         raise click.UsageError("--force acts on other owners' jobs and needs the admin setting: "
                                "VIDISTILL_ADMIN=1")
     return default_owner(), force

@@ -134,6 +134,17 @@ def describe_command(config_file, root, layout, split, annotations, videos, all_
             for index, name in enumerate(description["classes"])]
     rows.append(["", "total", *(per_split[s]["subsets"][subset]["videos"] for s, subset in columns)])
     click.echo(text_table(["#", "class", *titles], rows, indent=2, right=("#", *titles)))
+    _warn_empty_classes(description["classes"], [per_split[s]["subsets"][subset] for s, subset in columns])
+
+
+def _warn_empty_classes(classes: list[str], subsets: list[dict]) -> None:
+    """Classes with no video in any subset: often folders that are not classes at all
+    (annotations, a THUMOS-style untrimmed set) read as a class-folder set."""
+    empty = [name for name in classes if not any(subset["per_class"].get(name) for subset in subsets)]
+    if empty:
+        click.echo(f"warning: {len(empty)} of {len(classes)} classes have no videos: {', '.join(empty[:10])}"
+                   f"{', ...' if len(empty) > 10 else ''}. Is this a folder of class folders? Remove or "
+                   "exclude those folders, or pick the data set's --layout", err=True)
 
 
 def _print_progress(progress) -> None:
@@ -206,12 +217,16 @@ def prepare_command(config_file, root, layout, split, annotations, videos, out, 
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-        return
-    click.echo(f"prepared {summary['prepared']}, skipped {summary['skipped']} finished before, "
-               f"failed {len(result.failed)}" + (f"; flow by {result.flow_backend}" if result.flow_backend else ""))
-    for failure in result.failed:
-        click.echo(f"  skipped {failure.source}: {failure.reason}")
-    click.echo(f"manifest: {summary['manifest']}  ({summary['manifest_hash']})")
+    else:
+        click.echo(f"prepared {summary['prepared']}, skipped {summary['skipped']} finished before, "
+                   f"failed {len(result.failed)}" + (f"; flow by {result.flow_backend}" if result.flow_backend else ""))
+        for failure in result.failed:
+            click.echo(f"  skipped {failure.source}: {failure.reason}")
+        click.echo(f"manifest: {summary['manifest']}  ({summary['manifest_hash']})")
+    if not result.prepared and not result.skipped:
+        # Success means a folder to train on: none is an error, whatever the reasons above.
+        raise click.ClickException(f"no video of {config.root} could be prepared"
+                                   + ("; see the reasons above" if result.failed else "; none was found"))
 
 
 @datasets.command("make-synthetic")
@@ -242,4 +257,7 @@ def make_synthetic_command(out, classes, videos_per_class, frames, size, fps, di
                              test_fraction=test_fraction, seed=seed)
     make_synthetic(out, config)
     click.echo(f"wrote {classes * videos_per_class} {codec} videos ({', '.join(config.class_names)}) to {out}")
-    click.echo(f"next: vidistill datasets prepare --root {out} --layout generic --out {out}-frames")
+    import shlex
+
+    click.echo(f"next: vidistill datasets prepare --root {shlex.quote(str(out))} --layout generic "
+               f"--out {shlex.quote(f'{out}-frames')}")

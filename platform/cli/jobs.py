@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from vidistill.platform.cli.common import (_FORCE_HELP, STATES, _acting_user, _ago, _get, _maybe_start_dispatcher,
-                                           _num, _print_json, _queue, _short, _table)
+                                           _num, _print_json, _queue, _settings, _short, _table)
 from vidistill.platform.queue import InvalidTransition, Job, JobNotFound, JobState, NotOwner
 from vidistill.platform.settings import Settings
 
@@ -157,7 +157,7 @@ def jobs_retry(job_id, force) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"re-queued job {', '.join(map(str, requeued))}" if len(requeued) == 1
                else f"re-queued jobs {', '.join(map(str, requeued))}")
-    _maybe_start_dispatcher(Settings.from_env())
+    _maybe_start_dispatcher(_settings())
 
 
 @jobs.command("logs")

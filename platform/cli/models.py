@@ -34,6 +34,8 @@ def check_models(model, attention, num_classes, frames, size, batch_size, device
     from vidistill.trainers.model_check import ModelCheckConfig, run_model_check
     from vidistill.trainers.models import InvalidAttentionError, UnknownModelError
 
+    _check_device(device)
+
     config = ModelCheckConfig(model=model, num_classes=num_classes, frames=frames, height=size, width=size,
                               batch_size=batch_size, attention=attention, device=device)
     try:
@@ -63,3 +65,26 @@ def check_models(model, attention, num_classes, frames, size, batch_size, device
     secs = report["seconds"]
     click.echo(f"time: teacher forward {secs['teacher_forward']:.2f} s, "
                f"student forward+backward {secs['student_forward_backward']:.2f} s")
+
+
+def _check_device(device: str) -> None:
+    """A device this machine has, or a clear error (not a torch traceback from the first tensor)."""
+    import torch
+
+    if device == "auto" or device == "cpu":
+        return
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise click.BadParameter(f"{device}: this machine has no usable CUDA GPU (torch "
+                                     f"{torch.__version__}, CUDA {torch.version.cuda or 'not built in'}); "
+                                     "use --device cpu or auto", param_hint="--device")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise click.BadParameter(f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                                     param_hint="--device")
+        return
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise click.BadParameter(f"{device!r} is not a device; use auto, cpu, cuda or cuda:N",
+                                 param_hint="--device") from None

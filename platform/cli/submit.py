@@ -15,6 +15,7 @@ from vidistill.platform.cli.common import _maybe_start_dispatcher, _print_json, 
 from vidistill.platform.kinds import ConfigError, JobKind, UnknownKind, all_kinds, get_kind
 from vidistill.platform.queue import JobNotFound
 from vidistill.trainers.schema import Schema, flat_fields, strip_optional, type_name
+from vidistill.platform import submission
 
 # -- submit-job ------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ def _kind_command(kind: JobKind) -> click.Command:
             data["workdir"] = os.getcwd()
         queue = _queue()
         try:
-            job = queue.submit(kind.name, data, owner=owner, priority=priority, depends_on=after,
+            job = submission.submit_job(queue, kind.name, data, owner=owner, priority=priority, depends_on=after,
                                max_attempts=max_attempts)
         except (ConfigError, JobNotFound) as error:
             raise click.UsageError(str(error)) from None

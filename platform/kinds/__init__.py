@@ -90,8 +90,9 @@ class JobResources:
     def __post_init__(self):
         if self.num_workers < 1:
             raise ConfigError("num_workers", f"must be at least 1, got {self.num_workers}")
-        if self.cpus_per_worker < 0:
-            raise ConfigError("cpus", f"must be >= 0, got {self.cpus_per_worker}")
+        if self.cpus_per_worker <= 0:
+            # One rule for every kind: a job with no CPU reserved would crowd the ones that reserved theirs.
+            raise ConfigError("cpus", f"must be more than 0 (fractions such as 0.5 are fine), got {self.cpus_per_worker}")
         if self.gpus_per_worker < 0:
             raise ConfigError("gpus", f"must be >= 0, got {self.gpus_per_worker}")
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):

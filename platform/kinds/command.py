@@ -23,8 +23,8 @@ class CommandConfig(Schema):
     def check(self) -> None:
         if not self.command.strip():
             raise ConfigError("command", "must not be empty")
-        if self.cpus < 0:
-            raise ConfigError("cpus", f"must be >= 0, got {self.cpus}")
+        if self.cpus <= 0:
+            raise ConfigError("cpus", f"must be more than 0 (fractions such as 0.5 are fine), got {self.cpus}")
         if self.gpus < 0:
             raise ConfigError("gpus", f"must be >= 0, got {self.gpus}")
         if self.gpus > 1 and self.gpus != int(self.gpus):

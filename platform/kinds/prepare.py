@@ -33,17 +33,28 @@ class PrepareJobConfig(Schema):
             raise ConfigError("layout", f"unknown layout {self.layout!r}; known: {', '.join(layout_names())}")
         if self.split not in (1, 2, 3):
             raise ConfigError("split", f"must be 1, 2 or 3, got {self.split}")
-        if self.width % 2 or self.height % 2 or min(self.width, self.height) < 16:
-            raise ConfigError("width", f"frame size {self.width}x{self.height} must be even and at least 16")
-        if self.bound <= 0 or self.fps <= 0:
-            raise ConfigError("bound" if self.bound <= 0 else "fps", "must be positive")
+        self.prepare_config()  # size, fps, bound: the same check as `datasets prepare`
         if self.cpus < 1:
             raise ConfigError("cpus", f"must be at least 1, got {self.cpus}")
 
 
+    def prepare_config(self):
+        """The datasets' PrepareConfig of this job; ConfigError(field, reason) when it refuses a value."""
+        from vidistill.datasets.errors import DatasetError
+        from vidistill.datasets.prepare import PrepareConfig
+
+        try:
+            return PrepareConfig(out=self.out, fps=self.fps, width=self.width, height=self.height,
+                                 flow_method=None if self.flow == "none" else self.flow, flow_bound=self.bound,
+                                 workers=self.cpus)
+        except DatasetError as error:
+            field, _, reason = error.reason.partition(": ")
+            raise ConfigError(field if reason else "flow", reason or error.reason) from None
+
+
 def run_prepare(config: PrepareJobConfig) -> None:
     from vidistill.datasets.layouts import DatasetConfig, list_all_videos, list_videos
-    from vidistill.datasets.prepare import PrepareConfig, prepare_dataset
+    from vidistill.datasets.prepare import prepare_dataset
 
     source = DatasetConfig(root=config.root, layout=config.layout, split=config.split)
     listing = list_all_videos(source) if config.subset == "all" else list_videos(source, config.subset)
@@ -58,10 +69,7 @@ def run_prepare(config: PrepareJobConfig) -> None:
         print(f"[vidistill] prepared {progress.done}/{progress.total}, {progress.rate:.2f} videos/s, "
               f"ETA {eta}{f', {progress.failed} failed' if progress.failed else ''}", flush=True)
 
-    result = prepare_dataset(listing, PrepareConfig(
-        out=config.out, fps=config.fps, width=config.width, height=config.height,
-        flow_method=None if config.flow == "none" else config.flow, flow_bound=config.bound,
-        workers=config.cpus), progress=show)
+    result = prepare_dataset(listing, config.prepare_config(), progress=show)
     print(f"[vidistill] {len(result.prepared)} prepared, {len(result.skipped)} done before, "
           f"{len(result.failed)} failed; manifest {result.out / 'manifest.json'} ({result.manifest_hash})",
           flush=True)

@@ -32,7 +32,12 @@ def resolve_train_config(train_config: str | None, overrides: list[str]) -> Trai
     """The checked TrainConfig from a file and dotted overrides, or ConfigError naming the field."""
     if train_config is not None and not Path(train_config).is_file():
         raise ConfigError("train_config", f"no such file {train_config}; give a YAML/TOML training config")
-    return load_config(train_config, overrides)
+    try:
+        return load_config(train_config, overrides)
+    except ConfigError as error:
+        if error.field == "config":  # the file itself (unreadable, bad YAML): name the option that gave it
+            raise ConfigError("train_config", error.reason) from None
+        raise
 
 
 def _shortcuts(values: dict[str, str | None]) -> list[str]:

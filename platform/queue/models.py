@@ -131,6 +131,8 @@ class Job(Base):
     ray_address: Mapped[str | None] = mapped_column(String(256), nullable=True)
     ray_submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The submitter's MLflow store: the job logs and registers there (no password: see platform/submission.py).
+    mlflow_tracking_uri: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -190,6 +192,7 @@ class Job(Base):
             "ray_address": self.ray_address,
             "ray_submission_id": self.ray_submission_id,
             "mlflow_run_id": self.mlflow_run_id,
+            "mlflow_tracking_uri": self.mlflow_tracking_uri,
             "cancel_requested": self.cancel_requested,
             "exit_code": self.exit_code,
             "error": self.error,

@@ -23,7 +23,6 @@ from typing import Any, Iterable, Mapping, Sequence
 from sqlalchemy import bindparam, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
-from vidistill.platform.kinds import get_kind
 from vidistill.platform.queue.db import connect
 from vidistill.platform.queue.models import (
     Dispatcher,
@@ -112,23 +111,25 @@ class JobQueue:
 
     # -- submitting and reading ---------------------------------------------
 
-    def submit(
+    def insert_job(
         self,
         kind: str,
-        config: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any],
         *,
+        num_workers: int,
+        cpus_per_worker: float,
+        gpus_per_worker: float,
         owner: str | None = None,
         priority: int = 0,
         depends_on: Sequence[int] = (),
         max_attempts: int = 3,
+        mlflow_tracking_uri: str | None = None,
     ) -> Job:
-        """Validate `config` for `kind` and queue the job.
+        """Write a queued job row. The config is stored as given: validating it against its
+        kind is the submitter's business (`vidistill.platform.submission.submit_job`).
 
-        Raises UnknownKind, ConfigError (field + reason) or JobNotFound (a
-        dependency that does not exist) before anything is written.
+        Raises JobNotFound (a dependency that does not exist) before anything is written.
         """
-        job_kind = get_kind(kind)
-        normalised, resources = job_kind.validated(config)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         with self._write() as session, session.begin():
@@ -137,18 +138,19 @@ class JobQueue:
                 if session.get(Job, dep_id) is None:
                     raise JobNotFound(dep_id)
             job = Job(
-                kind=job_kind.name,
-                config=normalised,
+                kind=kind,
+                config=dict(config),
                 owner=owner or default_owner(),
                 priority=priority,
                 state=QUEUED,
-                num_workers=resources.num_workers,
-                cpus_per_worker=resources.cpus_per_worker,
-                gpus_per_worker=resources.gpus_per_worker,
+                num_workers=num_workers,
+                cpus_per_worker=cpus_per_worker,
+                gpus_per_worker=gpus_per_worker,
                 attempts=0,
                 max_attempts=max_attempts,
                 retries=0,
                 cancel_requested=False,
+                mlflow_tracking_uri=mlflow_tracking_uri,
                 created_at=utcnow(),
                 dependency_links=[JobDependency(depends_on_id=dep_id) for dep_id in dependency_ids],
             )

@@ -1,0 +1,70 @@
+"""A local Ray head belongs to its VIDISTILL_HOME (issue 12)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from vidistill.platform.cli.main import cli
+from vidistill.platform.ray_cluster import (
+    ClusterConfigError,
+    ClusterUnavailable,
+    connect_cluster,
+    free_port,
+    local_head_temp_dir,
+    start_local_head,
+    stop_local_head,
+    stop_started_head,
+    wait_for_dashboard,
+)
+from vidistill.platform.settings import Settings
+
+
+def test_a_dashboard_port_in_rays_worker_range_is_refused_with_the_reason(tmp_path, monkeypatch):
+    settings = Settings.from_env({"VIDISTILL_HOME": str(tmp_path), "VIDISTILL_RAY_DASHBOARD_PORT": "15000"})
+    with pytest.raises(ClusterConfigError, match=r"VIDISTILL_RAY_DASHBOARD_PORT=15000 lies in Ray's worker "
+                                                 r"port range \(10002-19999\)"):
+        connect_cluster(settings)
+    assert not (tmp_path / "ray" / "head.pid").exists()  # nothing was started
+    monkeypatch.setenv("VIDISTILL_HOME", str(tmp_path))
+    monkeypatch.setenv("VIDISTILL_RAY_DASHBOARD_PORT", "15000")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for command in (["cluster", "status"], ["dispatcher"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 1 and "worker port range" in result.output, result.output
+
+
+def test_a_head_that_exits_at_start_names_its_log(tmp_path):
+    # Ray itself refuses a dashboard inside its worker range: the head exits at once.
+    log_file = tmp_path / "head.log"
+    temp_dir = tmp_path / "r"
+    process = start_local_head(dashboard_port=15000, temp_dir=temp_dir, log_file=log_file)
+    try:
+        with pytest.raises(ClusterUnavailable, match=f"exited with code .*; its log: {log_file} \\(last line: "):
+            wait_for_dashboard("http://127.0.0.1:15000", process, timeout=120, log_file=log_file)
+    finally:
+        stop_local_head(process)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_each_home_has_its_own_head_and_never_adopts_anothers(tmp_path):
+    first = Settings.from_env({"VIDISTILL_HOME": str(tmp_path / "a")})
+    second = Settings.from_env({"VIDISTILL_HOME": str(tmp_path / "b")})
+    try:
+        cluster = connect_cluster(first)
+        port = int(cluster.address.rsplit(":", 1)[1])
+        assert (tmp_path / "a" / "ray" / "head.port").read_text() == str(port)
+        assert local_head_temp_dir(first) == local_head_temp_dir(first, port)
+        assert connect_cluster(first, start=False).address == cluster.address  # found through the home
+        # Another home finds no head of its own, and refuses the first home's on its port.
+        with pytest.raises(ClusterUnavailable, match=f"local head of VIDISTILL_HOME={tmp_path / 'b'} is not running"):
+            connect_cluster(second, start=False)
+        explicit = Settings.from_env({"VIDISTILL_HOME": str(tmp_path / "b"), "VIDISTILL_RAY_DASHBOARD_PORT": str(port)})
+        with pytest.raises(ClusterConfigError, match="was not started from VIDISTILL_HOME"):
+            connect_cluster(explicit)
+        assert not (tmp_path / "b" / "ray" / "head.pid").exists()
+    finally:
+        temp_dir = local_head_temp_dir(first)
+        stop_started_head(first)
+        shutil.rmtree(temp_dir, ignore_errors=True)
