@@ -551,3 +551,6 @@ def _list_generic(config: DatasetConfig, subset: str) -> Listing:
             raise _missing_video(list_file, line, relative, videos)
         items.append(VideoItem(path, _video_id(path, videos), label, subset))
     return Listing(classes, subset, tuple(items))
+
+# Detection layouts (thumos14, activitynet, charades) register themselves here.
+from vidistill.datasets.detection import annotations as _detection_layouts  # noqa: E402,F401

@@ -11,4 +11,4 @@ import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-pytest_plugins = ["platform_fixtures", "trainers_fixtures"]
+pytest_plugins = ["platform_fixtures", "trainers_fixtures", "detection_fixtures"]

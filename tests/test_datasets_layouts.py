@@ -86,7 +86,7 @@ def test_a_wrong_label_and_a_malformed_class_index_name_their_line(ucf101):
 def test_missing_root_unknown_layout_and_bad_split_say_what_to_do(tmp_path):
     with pytest.raises(DatasetError, match=r"nowhere: dataset root does not exist .* point --root"):
         list_videos(DatasetConfig(tmp_path / "nowhere", "ucf101"), "train")
-    with pytest.raises(DatasetError, match=r"unknown layout 'kinetics'; choose one of \['egtea', 'generic'"):
+    with pytest.raises(DatasetError, match=r"unknown layout 'kinetics'; choose one of \['activitynet', 'charades', 'egtea', 'generic'"):
         list_videos(DatasetConfig(tmp_path, "kinetics"), "train")
     with pytest.raises(DatasetError, match="splits 1, 2 and 3, not 4"):
         list_videos(DatasetConfig(tmp_path, "hmdb51", split=4), "train")

@@ -159,18 +159,24 @@ def resolve_model_version(uri: str):
     return client.get_model_version(name, number)
 
 
-def register_model(run_id: str, model, config: TrainConfig,
-                   dataset_hash: str) -> "mlflow.entities.model_registry.ModelVersion":
-    """Log the trained model to its run with mlflow.pytorch and register it with lineage tags."""
+def log_model(run_id: str, model) -> str:
+    """Log a torch model to its run (every registered model goes through here); its model URI."""
     configure()
     with mlflow.start_run(run_id=run_id):
         # "pickle": the registry must give back the vidistill module itself (its attention
         # heads and ModelOutput), which the traced pt2 format would not.
         info = mlflow.pytorch.log_model(model.cpu().eval(), name="model", serialization_format="pickle",
                                         pip_requirements=[f"vidistill=={_package_version()}"])
+    return info.model_uri
+
+
+def register_model(run_id: str, model, config: TrainConfig,
+                   dataset_hash: str) -> "mlflow.entities.model_registry.ModelVersion":
+    """Log the trained model to its run with mlflow.pytorch and register it with lineage tags."""
+    model_uri = log_model(run_id, model)
     client = MlflowClient(tracking_uri(), registry_uri=tracking_uri())
     name = registered_name(config)
-    version_ = mlflow.register_model(info.model_uri, name, tags={
+    version_ = mlflow.register_model(model_uri, name, tags={
         TAG_DATASET: dataset_hash,
         TAG_CODE: code_version(),
         TAG_ROLE: config.role,

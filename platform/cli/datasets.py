@@ -106,6 +106,12 @@ def describe_command(config_file, root, layout, split, annotations, videos, all_
     from vidistill.datasets.layouts import describe
 
     config = _dataset_config(config_file, root, layout, split, annotations, videos)
+    from vidistill.datasets.detection.annotations import DETECTION_LAYOUTS
+
+    if config.layout in DETECTION_LAYOUTS:
+        from vidistill.datasets.detection.describe import print_detection_description
+
+        return print_detection_description(config, as_json, echo=click.echo)
     description = describe(config)
     if all_splits and description["split"] is None:
         raise click.UsageError(f"layout {config.layout!r} has no official splits 1-3")

@@ -9,6 +9,7 @@ from vidistill.platform.cli.models import check_models
 from vidistill.platform.cli.datasets import datasets
 from vidistill.platform.cli.cluster import cluster, dispatcher
 from vidistill.platform.cli.jobs import jobs
+from vidistill.platform.cli.detection import make_untrimmed_command
 from vidistill.platform.cli.pipeline import pipeline
 from vidistill.platform.cli.quickstart import quickstart
 from vidistill.platform.cli.submit import submit_job
@@ -36,6 +37,7 @@ def cli() -> None:
 cli.add_command(quickstart)
 cli.add_command(check_models)
 cli.add_command(datasets)
+datasets.add_command(make_untrimmed_command)
 cli.add_command(submit_job)
 cli.add_command(pipeline)
 cli.add_command(jobs)

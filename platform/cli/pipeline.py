@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from vidistill.platform.cli.common import _maybe_start_dispatcher, _print_json, _queue
+from vidistill.platform.cli.detection import detection_pipeline_options, submit_detection_from_cli
 from vidistill.platform.kinds import ConfigError
 from vidistill.platform.queue import JobNotFound
 
@@ -32,8 +33,9 @@ from vidistill.platform.queue import JobNotFound
 @click.option("--priority", type=int, default=0, show_default=True, help="Priority of every job.")
 @click.option("--owner", default=None, help="Owner recorded on the jobs [default: your user name].")
 @click.option("--json", "as_json", is_flag=True, help="Print the job ids and model URIs as JSON.")
+@detection_pipeline_options
 def pipeline(root, prepared, layout, split, prepare, flow, bound, size, train_config, common, teacher_set,
-             student_set, rgb_set, no_rgb, priority, owner, as_json) -> None:
+             student_set, rgb_set, no_rgb, priority, owner, as_json, task, **detection) -> None:
     """Submit the whole method as dependent jobs in one call.
 
     \b
@@ -53,11 +55,42 @@ def pipeline(root, prepared, layout, split, prepare, flow, bound, size, train_co
           --flow farneback --bound 4 --size 112x96 \\
           --set model.name=i3d_tiny --set data.clip_length=16 --set data.crop_size=80 \\
           --set batch_size=16 --set epochs=10
+
+    \b
+    --task detection (untrimmed videos, THUMOS14 layout by default):
+      prepare ─> extract-features rgb/flow ─> train-detector rgb, flow, rgb+flow ─> evaluate-detectors
+    with the feature models given (--rgb-model, --flow-model) or trained first (train-rgb,
+    train-teacher) on a trimmed set (--recognition-root; --set applies to them).
+      vidistill datasets make-untrimmed /tmp/untrimmed
+      vidistill datasets make-synthetic /tmp/motion --fps 10 --size 96x72
+      vidistill pipeline --task detection --root /tmp/untrimmed --prepared /tmp/untrimmed-frames \\
+          --recognition-root /tmp/motion --flow farneback --bound 4 --size 96x72 \\
+          --set model.name=i3d_tiny --set data.crop_size=64 --set epochs=10
     """
     from vidistill.platform.cli.datasets import _size
     from vidistill.platform.pipeline import PipelineSpec, submit_pipeline
 
     width, height = _size(size)
+    if task == "detection":
+        queue = _queue()
+        try:
+            jobs = submit_detection_from_cli(
+                queue, root, prepared, layout, prepare, {"flow": flow, "bound": bound, "width": width,
+                                                            "height": height}, common, priority, owner, **detection)
+        except (ConfigError, JobNotFound) as error:
+            raise click.UsageError(str(error)) from None
+        if as_json:
+            _print_json(jobs.to_dict())
+        else:
+            for job_id, what in [(jobs.prepare, "prepare"), (jobs.recognition_prepare, "prepare (trimmed)"),
+                                 (jobs.rgb_model_job, "train-rgb"), (jobs.flow_model_job, "train-teacher"),
+                                 *[(i, f"extract-features {s}") for s, i in jobs.extract.items()],
+                                 *[(i, f"train-detector {s}") for s, i in jobs.detectors.items()],
+                                 (jobs.evaluate, "evaluate-detectors")]:
+                if job_id is not None:
+                    click.echo(f"{job_id:>6}  {what}")
+        _maybe_start_dispatcher(queue.settings)
+        return
     spec = PipelineSpec(
         root=root, prepared=prepared, layout=layout, split=split, prepare=prepare,
         prepare_options={"flow": flow, "bound": bound, "width": width, "height": height},

@@ -14,7 +14,10 @@ import click
 @click.option("--fresh", is_flag=True, help="Submit a new pipeline even if an earlier one can be reused.")
 @click.option("--timeout", type=float, default=None, help="Stop waiting after this many seconds (the jobs go on).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (progress goes to stderr).")
-def quickstart(size, fresh, timeout, as_json) -> None:
+@click.option("--task", type=click.Choice(["recognition", "detection"]), default="recognition", show_default=True,
+              help="detection: the synthetic untrimmed benchmark; RGB-only, flow-only and two-stream detectors "
+                   "on snippet features, mAP per tIoU (sizes tiny and small).")
+def quickstart(size, fresh, timeout, as_json, task) -> None:
     """Generate the synthetic motion benchmark, prepare it, train and evaluate everything.
 
     \b
@@ -34,6 +37,17 @@ def quickstart(size, fresh, timeout, as_json) -> None:
 
     def echo(line: str) -> None:
         click.echo(line, err=as_json)
+
+    if task == "detection":
+        from vidistill.platform.detection_pipeline import detection_quickstart
+        from vidistill.trainers.detection.evaluate import format_table
+
+        try:
+            jobs, table = detection_quickstart("tiny" if size == "tiny" else "small", echo=echo, timeout=timeout)
+        except QuickstartFailed as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(json.dumps({"jobs": jobs.to_dict(), "table": table}, indent=2) if as_json else format_table(table))
+        return
 
     try:
         result = run_quickstart(size, fresh=fresh, echo=echo, timeout=timeout)

@@ -1,0 +1,1 @@
+"""Untrimmed videos for temporal action detection: annotation readers and a synthetic benchmark."""

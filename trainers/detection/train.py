@@ -1,0 +1,326 @@
+"""Train a temporal action detector on snippet features; evaluate it; register it.
+
+    result = train_detector(DetectorTrainConfig(root=..., features=[rgb_dir, flow_dir]))
+
+Features of one stream (one folder) or several (concatenated along channels: two-stream);
+the annotations come from a detection layout (thumos14 / activitynet / charades). Seconds
+map to the feature grid as in features.py: snippet i is centred at
+(i * stride + snippet_length / 2) / fps. The loop is short on purpose (nanoGPT's manner):
+AdamW, linear warm-up then cosine decay, gradient clipping, one MLflow run, the model
+registered at the end with what it was trained on as tags, so `evaluate-detectors` needs
+only its registry URI.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from vidistill.datasets.detection.annotations import read_detection_set
+from vidistill.datasets.layouts import DatasetConfig
+from vidistill.trainers.detection.features import load_manifest
+from vidistill.trainers.detection.metrics import PROTOCOLS, Detection, SegmentMAP, frame_map, segment_map
+from vidistill.trainers.detection.models import (Detector, create_detector, decode_segments, detection_loss,
+                                                 list_heads, list_necks, point_targets, soft_nms)
+from vidistill.trainers.schema import ConfigError, Schema
+
+TAG_DATA = "vidistill.detection_data"  # JSON: root, layout, features, subsets, protocol
+TAG_STREAMS = "vidistill.streams"
+
+
+class DetectorTrainConfig(Schema):
+    """One detector's training; `vidistill submit-job train-detector --set KEY=VALUE` overrides these."""
+
+    root: str = Field(description="annotated data set folder")
+    layout: str = Field("thumos14", description="thumos14 | activitynet | charades")
+    annotations: str | None = None
+    features: list[str] = Field(description="feature folders, one per stream; two or more are concatenated")
+    train_subset: str = "val"
+    test_subset: str = "test"
+    head: str = "actionformer"
+    neck: str = "identity"
+    dim: int = Field(128, ge=8)
+    levels: int = Field(4, ge=1, le=8)
+    stem: int = Field(2, ge=0)
+    heads: int = Field(4, ge=1)
+    window: int = Field(9, ge=1)
+    dropout: float = 0.0
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = 0.05
+    warmup_steps: int = Field(20, ge=0)
+    max_length: int = Field(256, ge=8, description="training crop in snippets (longer videos: a random window)")
+    seed: int = 0
+    device: str = "cpu"
+    protocol: str = Field("thumos14", description="tIoU set of the evaluation: thumos14 | activitynet | low")
+    experiment: str = "vidistill-detection"
+    name: str | None = Field(None, description="registered model name [default: <data>-detector-<streams>]")
+    registry: bool = Field(True, description="log to MLflow and register the model")
+
+    def check(self) -> None:
+        if not self.features:
+            raise ConfigError("features", "give at least one feature folder")
+        if self.head not in list_heads():
+            raise ConfigError("head", f"unknown {self.head!r}; registered: {', '.join(list_heads())}")
+        if self.neck not in list_necks():
+            raise ConfigError("neck", f"unknown {self.neck!r}; registered: {', '.join(list_necks())}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError("protocol", f"unknown {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if self.dim % self.heads:
+            raise ConfigError("dim", f"{self.dim} must be a multiple of heads {self.heads}")
+
+
+@dataclass
+class FeatureVideo:
+    video_id: str
+    features: np.ndarray  # (T, C)
+    segments: np.ndarray  # (N, 2) in snippet units
+    labels: np.ndarray  # (N,)
+    seconds: np.ndarray  # (N, 2) the annotation in seconds
+    duration: float
+
+
+@dataclass
+class DetectionData:
+    classes: tuple[str, ...]
+    videos: list[FeatureVideo]
+    grid: dict  # fps, stride, snippet_length
+    streams: str  # rgb, flow, rgb+flow...
+    missing: list[str] = field(default_factory=list)  # annotated videos without features
+
+
+def load_detection_data(root: str, layout: str, features: list[str], subset: str,
+                        annotations: str | None = None) -> DetectionData:
+    found = read_detection_set(DatasetConfig(root=root, layout=layout, annotations=annotations), subset)
+    manifests = [load_manifest(folder) for folder in features]
+    grid = {k: manifests[0]["settings"][k] for k in ("fps", "stride", "snippet_length")}
+    for folder, m in zip(features[1:], manifests[1:]):
+        other = {k: m["settings"][k] for k in grid}
+        if other != grid:
+            raise ValueError(f"{folder}: feature grid {other} differs from {features[0]}'s {grid}; "
+                             "streams must share fps, stride and snippet length to be concatenated")
+    fps, stride, length = grid["fps"], grid["stride"], grid["snippet_length"]
+    videos, missing = [], []
+    for video in found.videos:
+        if not all(video.video_id in m["videos"] for m in manifests):
+            missing.append(video.video_id)
+            continue
+        arrays = [np.load(Path(folder) / f"{video.video_id}.npy") for folder in features]
+        t = min(len(a) for a in arrays)
+        x = np.concatenate([a[:t] for a in arrays], axis=1)
+        seconds = np.array([[s.start, s.end] for s in video.segments], dtype=np.float32).reshape(-1, 2)
+        frames = manifests[0]["videos"][video.video_id]["frames"]
+        videos.append(FeatureVideo(video.video_id, x, (seconds * fps - length / 2) / stride,
+                                   np.array([s.label for s in video.segments], dtype=np.int64), seconds,
+                                   video.duration or frames / fps))
+    if not videos:
+        raise ValueError(f"no video of subset {subset!r} of {root} has features in {', '.join(features)}; "
+                         "run extract-features first")
+    streams = "+".join(m["settings"]["modality"] for m in manifests)
+    return DetectionData(found.classes, videos, grid, streams, missing)
+
+
+def frame_labels(video: FeatureVideo, length: int, num_classes: int) -> torch.Tensor:
+    """(length, classes): snippet i is positive for every action whose span holds its centre."""
+    t = torch.arange(length, dtype=torch.float32)[:, None]
+    labels = torch.zeros(length, num_classes)
+    for (a, b), c in zip(video.segments, video.labels):
+        labels[:, c] = torch.maximum(labels[:, c], ((t >= a) & (t <= b)).float()[:, 0])
+    return labels
+
+
+def make_batch(videos: list[FeatureVideo], model: Detector, num_classes: int, max_length: int | None,
+               rng: random.Random | None = None):
+    """Padded (B, C, T) features, (B, T) mask and per-video targets; training crops to max_length."""
+    crops = []
+    for v in videos:
+        start = 0
+        if max_length is not None and len(v.features) > max_length:
+            start = rng.randrange(len(v.features) - max_length + 1)
+        end = len(v.features) if max_length is None else min(len(v.features), start + max_length)
+        keep = (v.segments[:, 1] > start) & (v.segments[:, 0] < end)
+        segments = np.clip(v.segments[keep] - start, 0, end - start - 1)
+        crops.append((v.features[start:end], segments, v.labels[keep]))
+    multiple = model.length_multiple
+    length = math.ceil(max(len(f) for f, _, _ in crops) / multiple) * multiple
+    x = torch.zeros(len(crops), crops[0][0].shape[1], length)
+    mask = torch.zeros(len(crops), length, dtype=torch.bool)
+    targets = []
+    for i, (f, segments, labels) in enumerate(crops):
+        x[i, :, : len(f)] = torch.from_numpy(f).T
+        mask[i, : len(f)] = True
+        if model.kind == "dense":
+            targets.append(frame_labels(FeatureVideo("", f, segments, labels, segments, 0.0), length, num_classes))
+        else:
+            targets.append(point_targets(torch.from_numpy(segments).float(), torch.from_numpy(labels), length,
+                                         model.levels, num_classes))
+    return x, mask, targets
+
+
+@torch.no_grad()
+def predict(model: Detector, data: DetectionData, device: str = "cpu") -> tuple[list[Detection], dict]:
+    """Detections in seconds (after Soft-NMS) over every video; for a dense head, frame scores."""
+    model.eval().to(device)
+    fps, stride, length = data.grid["fps"], data.grid["stride"], data.grid["snippet_length"]
+    detections: list[Detection] = []
+    frames: dict[str, np.ndarray] = {}
+    for video in data.videos:
+        x, mask, _ = make_batch([video], model, len(data.classes), None)
+        output = model(x.to(device), mask.to(device))
+        if model.kind == "dense":
+            frames[video.video_id] = torch.sigmoid(output["frame_logits"][0, : len(video.features)]).cpu().numpy()
+            continue
+        segs, scores, labels = decode_segments(output, 0, len(video.features))
+        segs, scores, labels = soft_nms(segs, scores, labels)
+        seconds = ((segs * stride + length / 2) / fps).clamp(0, video.duration)
+        detections += [Detection(video.video_id, float(s), float(e), int(c), float(p))
+                       for (s, e), p, c in zip(seconds.tolist(), scores.tolist(), labels.tolist()) if e > s]
+    return detections, frames
+
+
+def evaluate_detector(model: Detector, data: DetectionData, protocol: str = "thumos14",
+                      device: str = "cpu") -> dict:
+    """{'segment': SegmentMAP} for a segment head, {'frame_map': x} for a dense one."""
+    detections, frames = predict(model, data, device)
+    if model.kind == "dense":
+        scores = np.concatenate([frames[v.video_id] for v in data.videos])
+        targets = np.concatenate([frame_labels(v, len(v.features), len(data.classes)).numpy() for v in data.videos])
+        return {"frame_map": frame_map(scores, targets)}
+    truth = [Detection(v.video_id, float(a), float(b), int(c)) for v in data.videos
+             for (a, b), c in zip(v.seconds, v.labels)]
+    return {"segment": segment_map(truth, detections, protocol)}
+
+
+@dataclass
+class DetectorResult:
+    run_id: str | None
+    model: Detector
+    metrics: dict
+    segment: SegmentMAP | None
+    step_ms: float
+    seconds: float
+    model_uri: str | None = None
+    registered_name: str | None = None
+    model_version: str | None = None
+
+
+def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str | None = None) -> DetectorResult:
+    config.check()  # a config built directly, not by schema.parse, gets its cross-field rules here
+    began = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    train = load_detection_data(config.root, config.layout, config.features, config.train_subset, config.annotations)
+    test = load_detection_data(config.root, config.layout, config.features, config.test_subset, config.annotations)
+    classes = len(train.classes)
+    model = create_detector(train.videos[0].features.shape[1], classes, dim=config.dim, levels=config.levels,
+                            stem=config.stem, heads=config.heads, window=config.window, neck=config.neck,
+                            head=config.head, dropout=config.dropout).to(config.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train.videos) / config.batch_size)
+    max_steps = config.epochs * steps_per_epoch
+
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine decay to 0
+        if step < config.warmup_steps:
+            return config.lr * (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, max_steps - config.warmup_steps)
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    name = config.name or f"{Path(config.root).name}-detector-{train.streams}"
+    client, run_id = None, None
+    if config.registry:
+        client, run_id = _open_run(config, name, train, parent_run_id)
+        if on_run is not None:
+            on_run(run_id)
+    step, step_seconds = 0, 0.0
+    for epoch in range(config.epochs):
+        model.train()
+        order = list(train.videos)
+        rng.shuffle(order)
+        losses = []
+        for first in range(0, len(order), config.batch_size):
+            tick = time.perf_counter()
+            x, mask, targets = make_batch(order[first:first + config.batch_size], model, classes,
+                                          config.max_length, rng)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            loss, parts = detection_loss(model(x.to(config.device), mask.to(config.device)), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step_seconds += time.perf_counter() - tick
+            losses.append(float(loss.detach()))
+            step += 1
+        if client is not None:
+            client.log_metric(run_id, "train_loss", float(np.mean(losses)), step=epoch)
+    result_metrics = evaluate_detector(model, test, config.protocol, config.device)
+    segment = result_metrics.get("segment")
+    metrics = segment.metrics() if segment else {"frame_mAP": result_metrics["frame_map"]}
+    step_ms = 1000 * step_seconds / max(step, 1)
+    metrics["step_ms"] = step_ms
+    result = DetectorResult(run_id, model, metrics, segment, step_ms, time.perf_counter() - began)
+    if client is not None:
+        for key, value in metrics.items():
+            client.log_metric(run_id, key.replace("@", "_at_"), value)
+        if segment is not None:
+            client.log_dict(run_id, segment.to_dict(), "segment_map.json")
+        _register(client, run_id, model, name, config, train, result)
+        client.set_terminated(run_id)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def data_tag(config: DetectorTrainConfig) -> dict:
+    return {"root": str(Path(config.root).resolve()), "layout": config.layout, "annotations": config.annotations,
+            "features": [str(Path(f).resolve()) for f in config.features], "test_subset": config.test_subset,
+            "protocol": config.protocol}
+
+
+def _open_run(config: DetectorTrainConfig, name: str, train: DetectionData, parent_run_id: str | None):
+    from vidistill.trainers import tracking
+
+    client = tracking.configure()
+    tags = {tracking.TAG_ROLE: "detector", TAG_STREAMS: train.streams, tracking.TAG_CODE: tracking.code_version(),
+            "vidistill.feature_models": json.dumps([load_manifest(f)["settings"]["model"] for f in config.features])}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(tracking.experiment_id(client, config.experiment), run_name=name, tags=tags)
+    tracking.log_params(client, run.info.run_id, {k: json.dumps(v) if isinstance(v, list) else v
+                                                  for k, v in config.model_dump().items()})
+    return client, run.info.run_id
+
+
+def _register(client, run_id: str, model: Detector, name: str, config: DetectorTrainConfig,
+              train: DetectionData, result: DetectorResult) -> None:
+    import mlflow
+
+    from vidistill.trainers import tracking
+
+    version = mlflow.register_model(tracking.log_model(run_id, model), name, tags={
+        tracking.TAG_ROLE: "detector", TAG_STREAMS: train.streams, TAG_DATA: json.dumps(data_tag(config)),
+        tracking.TAG_CODE: tracking.code_version(), "vidistill.run_id": run_id})
+    client.set_registered_model_tag(name, tracking.TAG_ROLE, "detector")
+    result.registered_name, result.model_version = name, str(version.version)
+    result.model_uri = f"models:/{name}/{version.version}"
+
+
+def load_detector(uri: str, device: str = "cpu") -> tuple[Detector, dict]:
+    """A registered detector and the data it was trained on (from its version's tags)."""
+    import mlflow
+
+    from vidistill.trainers import tracking
+
+    tracking.configure()
+    entry = tracking.resolve_model_version(uri)
+    if entry.tags.get(tracking.TAG_ROLE) != "detector":
+        raise ValueError(f"{uri} is not a detector (role {entry.tags.get(tracking.TAG_ROLE)!r})")
+    model = mlflow.pytorch.load_model(f"models:/{entry.name}/{entry.version}", map_location=device)
+    return model.eval(), json.loads(entry.tags[TAG_DATA])
