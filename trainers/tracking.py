@@ -46,8 +46,17 @@ def configure() -> MlflowClient:
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         _create_sqlite_store_once(Path(uri.removeprefix("sqlite:///")), uri)
+    # MLflow 3's setters also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; a process that
+    # later starts a dispatcher or a job for another store (a job gets its store handed to it)
+    # must not pass this one on, so the environment is left as it was.
+    exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for name, value in exported.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return MlflowClient(uri, registry_uri=uri)
 
 
