@@ -37,7 +37,6 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = benchmark_workdir(args.workdir, "vidistill-distill-cost-")
-    from mlflow.tracking import MlflowClient
 
     from vidistill.trainers import tracking
     from vidistill.trainers.config import load_config
@@ -57,7 +56,7 @@ def main() -> None:
         "Prob-Distill, teacher run every step": ["role=distill", f"distill.teacher={teacher}",
                                                  "distill.cache_teacher_maps=false"],
     }
-    client = MlflowClient(tracking.tracking_uri())
+    client = tracking.store_client()
     seconds = {name: [] for name in candidates}
     for _ in range(args.rounds):
         for name, overrides in candidates.items():

@@ -7,12 +7,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from platform_fixtures import driver_pid, environment, wait_until
 from trainers_fixtures import tiny_overrides
 from vidistill.platform.queue import JobQueue
 from vidistill.platform.submission import submit_job
+from vidistill.trainers import tracking
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_a_training_job_killed_mid_run_resumes_its_mlflow_run_from_the_last_chec
         job_id = submit_job(queue, "train-teacher", {"set": tiny_overrides(tiny_dataset, "epochs=4", "num_workers=1")},
                               max_attempts=2).id
         dispatchers.start(1)
-        client = MlflowClient(f"sqlite:///{ray_settings.home / 'mlflow.db'}")
+        client = tracking.store_client(f"sqlite:///{ray_settings.home / 'mlflow.db'}")
         run_id = wait_until(lambda: queue.get(job_id).mlflow_run_id, timeout=180, interval=0.5,
                             message="the job to record its MLflow run")
 

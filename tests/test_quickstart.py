@@ -6,11 +6,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from mlflow.tracking import MlflowClient
 
 from vidistill.platform.cli.main import cli
 from vidistill.platform.queue import JobQueue
 from vidistill.platform.quickstart import format_results, quickstart
+from vidistill.trainers import tracking
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_quickstart_runs_every_step_through_the_queue_and_a_second_run_reuses_it
     assert result.flow["method"] == "farneback" and result.flow["pairs_per_clip"] == 8
 
     # The registry holds each model under its name, with the job alias and the lineage.
-    client = MlflowClient(f"sqlite:///{ray_settings.home / 'mlflow.db'}")
+    client = tracking.store_client(f"sqlite:///{ray_settings.home / 'mlflow.db'}")
     teacher = client.get_model_version_by_alias("quickstart-tiny-teacher-flow", f"job-{jobs.teacher}")
     student = client.get_model_version_by_alias("quickstart-tiny-student-rgb", f"job-{jobs.student}")
     assert student.tags["vidistill.teacher"] == f"models:/quickstart-tiny-teacher-flow/{teacher.version}"

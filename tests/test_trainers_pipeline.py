@@ -10,7 +10,6 @@ import time
 import mlflow
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from trainers_fixtures import tiny_overrides
 from vidistill.trainers import tracking
@@ -36,7 +35,7 @@ def student(teacher, tiny_dataset):
 
 
 def test_teacher_trains_on_two_workers_and_is_registered(teacher):
-    client = MlflowClient(tracking.tracking_uri())
+    client = tracking.store_client()
     assert teacher.registered_name == "tiny-teacher-flow" and teacher.model_version == "1"
     run = client.get_run(teacher.run_id)
     assert run.info.status == "FINISHED"
@@ -55,7 +54,7 @@ def test_teacher_trains_on_two_workers_and_is_registered(teacher):
 
 
 def test_student_distils_from_the_teacher_by_registry_uri(student, teacher):
-    client = MlflowClient(tracking.tracking_uri())
+    client = tracking.store_client()
     assert student.registered_name == "tiny-student-rgb"
     version = client.get_model_version("tiny-student-rgb", student.model_version)
     # The alias is resolved to the exact version the student learned from.
@@ -73,7 +72,7 @@ def test_student_distils_from_the_teacher_by_registry_uri(student, teacher):
 
 def test_the_students_teacher_maps_are_the_live_teachers_and_the_run_says_so(student):
     # Issue 13, defect 1: the maps used are the teacher's own for the clips seen, checked in the run.
-    client = MlflowClient(tracking.tracking_uri())
+    client = tracking.store_client()
     run = client.get_run(student.run_id)
     assert run.data.tags["vidistill.teacher_maps"].startswith("exact: the teacher's own map of each clip")
     assert 1 <= run.data.metrics["teacher_map_kl_clips"] <= 8  # rank 0's first training clips
@@ -86,7 +85,7 @@ def test_runs_validate_after_precise_bn_and_keep_their_best_validation_weights(t
     # Issue 13, defect 3: BN statistics recomputed on every training video (12 of them, one
     # full-frame clip each, over both workers) before each validation; the registered weights
     # are the best validation epoch's, and the run says so.
-    client = MlflowClient(tracking.tracking_uri())
+    client = tracking.store_client()
     history = client.get_metric_history(teacher.run_id, "precise_bn_clips")
     assert [(m.step, m.value) for m in history] == [(0, 12.0), (1, 12.0)]
     accuracies = [m.value for m in client.get_metric_history(teacher.run_id, "val_accuracy")]
@@ -96,7 +95,7 @@ def test_runs_validate_after_precise_bn_and_keep_their_best_validation_weights(t
 
 
 def test_the_teacher_stays_bit_identical_through_distillation(student, teacher):
-    run = MlflowClient(tracking.tracking_uri()).get_run(student.run_id)
+    run = tracking.store_client().get_run(student.run_id)
     registered = state_digest(mlflow.pytorch.load_model("models:/tiny-teacher-flow/1"))
     # Digests taken inside the rank-0 worker when it loaded the teacher and after the last epoch.
     assert run.data.tags[TAG_TEACHER_AT_START] == registered
@@ -112,7 +111,7 @@ def test_evaluation_writes_video_level_metrics_and_the_fusion(student, teacher, 
         assert sum(map(sum, metrics.confusion)) == 8
         assert 0.0 <= metrics.top1 <= metrics.top5 == 1.0  # 4 classes: top-5 holds every class
         assert metrics.clips_per_second > 0
-    client = MlflowClient(tracking.tracking_uri())
+    client = tracking.store_client()
     run = client.search_runs([tracking.experiment_id(client, "vidistill")], "tags.`vidistill.role` = 'evaluate'")[0]
     assert run.info.run_name == "tiny evaluation"
     assert {"model_0_top1", "model_1_top1", "fusion_top1", "model_0_mean_class_accuracy"} <= set(run.data.metrics)
@@ -187,7 +186,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_in_the_same_mlflow_run(trainer
         last_seen = seen
         time.sleep(2)
     last_committed = max(committed_epochs())
-    client = MlflowClient(tracking.tracking_uri())
+    client = tracking.store_client()
     logged_before = {m.step for m in client.get_metric_history(run_id, "val_loss")}
     assert client.get_run(run_id).info.status == "RUNNING"  # killed: nobody closed it
 

@@ -145,14 +145,13 @@ def trial_runs(client, parent: str) -> list:
 
 def check_search(queue: JobQueue, job_id: int, *, trials_in_order: bool = True) -> None:
     """The search finished: 4 child runs under the tuning run, those ASHA stopped killed, the best registered."""
-    from mlflow.tracking import MlflowClient
 
     from vidistill.trainers import tracking
 
     job = queue.get(job_id)
     log = Path(job.log_path).read_text()
     assert job.state == "succeeded", log[-4000:]
-    client = MlflowClient(tracking.tracking_uri(), registry_uri=tracking.tracking_uri())
+    client = tracking.store_client()
     parent = client.get_run(job.mlflow_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["vidistill.tune.name"] == f"tune-job-{job_id}"
     assert parent.data.params["tune.space.optim.lr"] == "loguniform[0.0001, 0.3]"
@@ -231,7 +230,6 @@ def test_a_tune_job_of_four_trials_runs_through_the_queue_with_asha_and_register
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_killed_tune_job_resumes_its_experiment_in_the_same_tuning_run(
         ray_settings, dispatchers, tiny_dataset, tmp_path):
-    from mlflow.tracking import MlflowClient
 
     from vidistill.trainers import tracking
 
@@ -239,7 +237,7 @@ def test_a_killed_tune_job_resumes_its_experiment_in_the_same_tuning_run(
         queue = JobQueue(ray_settings)
         job_id = submit_search(queue, tiny_dataset, tmp_path)
         dispatchers.start(1)
-        client = MlflowClient(tracking.tracking_uri())
+        client = tracking.store_client()
         parent = wait_until(lambda: queue.get(job_id).mlflow_run_id, timeout=120, interval=0.5,
                             message="the tuning run")
         # Kill the driver once the first trial has finished and Tune has recorded it.

@@ -41,6 +41,17 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{vidistill_home() / 'mlflow.db'}"
 
 
+def store_client(uri: str | None = None) -> MlflowClient:
+    """A client on one store for runs and registry alike (default: tracking_uri()).
+
+    `MlflowClient(uri)` alone takes its registry from this process's global setting, which an
+    earlier configure() may have pointed at another store: its runs would come from one store
+    and its registered models and aliases from the other.
+    """
+    uri = uri or tracking_uri()
+    return MlflowClient(uri, registry_uri=uri)
+
+
 def configure() -> MlflowClient:
     """Point this process's MLflow at the configured store; returns a client on it."""
     uri = tracking_uri()
@@ -57,7 +68,7 @@ def configure() -> MlflowClient:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    return MlflowClient(uri, registry_uri=uri)
+    return store_client(uri)
 
 
 _CREATED_STORES: set[str] = set()
@@ -183,7 +194,7 @@ def register_model(run_id: str, model, config: TrainConfig,
                    dataset_hash: str) -> "mlflow.entities.model_registry.ModelVersion":
     """Log the trained model to its run with mlflow.pytorch and register it with lineage tags."""
     model_uri = log_model(run_id, model)
-    client = MlflowClient(tracking_uri(), registry_uri=tracking_uri())
+    client = store_client()
     name = registered_name(config)
     version_ = mlflow.register_model(model_uri, name, tags={
         TAG_DATASET: dataset_hash,

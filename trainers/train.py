@@ -163,7 +163,6 @@ def _kept_weights(checkpoint, config: TrainConfig) -> tuple[dict, str]:
 def train_worker(args: dict) -> None:
     import ray.train
     import ray.train.torch
-    from mlflow.tracking import MlflowClient
 
     # The driver's stores, whatever environment the Ray cluster's processes were started with.
     os.environ.update(args["env"], MLFLOW_TRACKING_URI=args["tracking_uri"])
@@ -175,7 +174,7 @@ def train_worker(args: dict) -> None:
     on_gpu = device.type == "cuda"
     memory_format = torch.channels_last_3d if on_gpu else torch.contiguous_format  # fast path on GPU
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    client = MlflowClient(args["tracking_uri"]) if rank == 0 else None
+    client = tracking.store_client(args["tracking_uri"]) if rank == 0 else None
 
     # -- data ----------------------------------------------------------------------------------
     splits = open_splits(config.data)
