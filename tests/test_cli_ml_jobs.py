@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 from platform_fixtures import run_cli
 from vidistill.platform.queue import JobQueue
 
@@ -70,6 +71,18 @@ def test_the_resolved_config_is_not_an_option(env):
     text = run("submit-job", "distill", "--help").stdout
     assert "--teacher TEXT" in text and "--set TEXT" in text and "--train-config TEXT" in text
     assert "--resolved" not in text
+
+
+def test_help_lists_the_fields_that_set_reaches_for_training_and_detectors():
+    from vidistill.platform.cli.main import cli
+
+    teacher = " ".join(CliRunner().invoke(cli, ["submit-job", "train-teacher", "--help"]).output.split())
+    assert "Fields of --set NAME=VALUE" in teacher
+    assert "optim.lr (float, default " in teacher and "data.val_fraction (float, default 0.15)" in teacher
+    detector = " ".join(CliRunner().invoke(cli, ["submit-job", "train-detector", "--help"]).output.split())
+    assert "Fields of --set NAME=VALUE:" in detector
+    assert "epochs (int, default 30)" in detector and "head (str, default 'actionformer')" in detector
+    assert "root (str, required)" in detector
 
 
 def test_pipeline_submits_the_method_as_dependent_jobs(env, tmp_path):

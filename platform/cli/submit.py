@@ -1,6 +1,8 @@
 """`vidistill submit-job KIND`: one sub-command per registered kind, its options generated from the kind's schema."""
 from __future__ import annotations
 
+import importlib
+
 import os
 import shlex
 from pathlib import Path
@@ -138,20 +140,33 @@ def _is_option(info: FieldInfo) -> bool:
 
 
 def _settable_fields(kind: JobKind) -> str | None:
-    """For kinds that resolve a nested config (the training config): its fields, for --set."""
+    """The fields `--set NAME=VALUE` reaches, listed under the options: a kind's `set` field names
+    the Schema it overrides (`json_schema_extra={"overrides": "module:Class"}`), or the kind
+    resolves a nested section of the training config (training, evaluation)."""
+    if "set" not in kind.config_class.model_fields:
+        return None
+    extra = kind.config_class.model_fields["set"].json_schema_extra
+    target = extra.get("overrides") if isinstance(extra, dict) else None
+    if target:
+        module, _, name = target.partition(":")
+        return _field_list(getattr(importlib.import_module(module), name), "", "Fields of --set NAME=VALUE:")
     nested = [strip_optional(info.annotation) for info in kind.config_class.model_fields.values()
               if not _is_option(info)]
     nested = [cls for cls in nested if isinstance(cls, type) and issubclass(cls, Schema)]
-    if not nested or "set" not in kind.config_class.model_fields:
+    if not nested:
         return None
     from vidistill.trainers.config import TrainConfig
 
     # A section of the training config (evaluation's data section) is set by its dotted name.
     prefix = next((f"{name}." for name, info in TrainConfig.model_fields.items() if info.annotation is nested[0]), "")
-    lines = ["\b", "Fields of --set NAME=VALUE (and of --train-config files):"]
-    for name, info in flat_fields(nested[0], prefix):
+    return _field_list(nested[0], prefix, "Fields of --set NAME=VALUE (and of --train-config files):")
+
+
+def _field_list(schema: type[Schema], prefix: str, title: str) -> str:
+    lines = ["\b", title]
+    for name, info in flat_fields(schema, prefix):
         default = info.get_default(call_default_factory=True)
-        text = f"  {name} ({type_name(info.annotation)}, default {default!r})"
+        text = f"  {name} ({type_name(info.annotation)}, " + ("required" if info.is_required() else f"default {default!r}") + ")"
         if info.description:
             text += f": {info.description}"
         lines.append(text)

@@ -65,7 +65,8 @@ class TrainDetectorJobConfig(Schema):
     name: str | None = Field(None, description="registered name [default: <data>-detector-<streams>]")
     set: list[str] = Field(default_factory=list, description=(
         "override of the detector config (vidistill.trainers.detection.train.DetectorTrainConfig), "
-        "e.g. epochs=40, head=dense, neck=fpn, dim=256"))
+        "e.g. epochs=40, head=dense, neck=fpn, dim=256"),
+        json_schema_extra={"overrides": "vidistill.trainers.detection.train:DetectorTrainConfig"})
     gpus: float = Field(0.0, description="GPUs (0: CPU)")
 
     def train_config(self):
