@@ -168,3 +168,24 @@ def test_decomposed_trains_and_registers_through_the_queue_and_the_teacher_stays
         assert (_state_hash(load_detector(teacher.model_uri)[0]), _files_hash(artifacts)) == before
         assert [v.version for v in client.search_model_versions("name='flow-teacher'")] == ["1"]
         assert client.get_model_version("flow-teacher", "1").source == source
+
+
+@pytest.mark.parametrize("head, neck", [("actionformer", "fpn"), ("dense", "identity")])
+def test_decomposed_is_agnostic_to_the_registered_head_and_neck(head, neck):
+    import numpy as np
+
+    from vidistill.trainers.detection.train import FeatureVideo, make_batch
+
+    method = get_detection_method("decomposed")
+    options = method.parse_options({})
+    spec = StudentSpec(8, 2, {**DETECTOR, "head": head, "neck": neck}, (8,), (None,))
+    student = method.build(spec, options).train()
+    assert student.kind == ("dense" if head == "dense" else "segments")
+    video = FeatureVideo("v", np.random.default_rng(0).normal(size=(20, 16)).astype(np.float32),
+                         np.array([[3.0, 9.0]]), np.array([1]), np.array([[1.0, 2.0]]), 10.0)
+    x, mask, targets = make_batch([video], student, 2, None)
+    x, flow = x.split([8, 8], dim=1)  # the teacher stream rides along as extra channels, as in training
+    terms = method.loss(student(x, mask), targets, [TeacherBatch(flow, mask, 1.0)], options)
+    assert set(terms) == {"mimic", "motion", "appearance", "joint"} and all(torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    assert student.motion[0].weight.grad.abs().sum() > 0
