@@ -37,6 +37,9 @@ def test_methods_are_registered_and_configs_checked():
         DetectorTrainConfig(root="r", features=["f"], method="decomposed").check()
     with pytest.raises(ConfigError, match="unknown detection method 'nope'; registered: .*decomposed"):
         DetectorTrainConfig(root="r", features=["f"], method="nope").check()
+    with pytest.raises(ConfigError, match="teachers.0.detector: 'runs:/x' is not a registry URI"):
+        DetectorTrainConfig(root="r", features=["f"], method="feature",
+                            teachers=[{"features": "g", "detector": "runs:/x"}]).check()
     with pytest.raises(ConfigError, match="method_options.fusion_window: must be odd"):
         DetectorTrainConfig(root="r", features=["f"], method="decomposed", teachers=[{"features": "g"}],
                             method_options={"fusion_window": 4}).check()

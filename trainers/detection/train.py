@@ -98,6 +98,10 @@ class DetectorTrainConfig(Schema):
             raise ConfigError("teachers", f"method {self.method!r} needs {method.min_teachers} teacher stream(s), "
                                           f"got {len(self.teachers)}; add e.g. teachers=[{{features: FLOW_DIR, "
                                           "detector: models:/NAME/VERSION}]")
+        for i, t in enumerate(self.teachers):
+            if t.detector is not None and not t.detector.startswith("models:/"):
+                raise ConfigError(f"teachers.{i}.detector", f"{t.detector!r} is not a registry URI; "
+                                                           "use models:/NAME/VERSION or models:/NAME@ALIAS")
         if method.needs_teacher_detector and not all(t.detector for t in self.teachers):
             raise ConfigError("teachers", f"method {self.method!r} needs a frozen teacher detector on every "
                                           "teacher stream (detector: models:/NAME/VERSION)")
