@@ -1,6 +1,9 @@
 """Detection distillation on the synthetic untrimmed benchmark: every row of issue 15, over seeds.
 
     python benchmarks/bench_detection_distill.py --workdir /work/cache/det-bench --seeds 0 1 2
+    # or one process per seed, then one table:
+    python benchmarks/bench_detection_distill.py --seeds 1 --no-cost --out s1.json  # ... s0.json, s2.json
+    python benchmarks/bench_detection_distill.py --table s0.json s1.json s2.json
 
 Reads the features of a finished bench_detection_synthetic.py run (its --workdir: untrimmed/,
 features/rgb, features/flow; nothing is written there). Per seed: the RGB-only, flow-only and
@@ -123,7 +126,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--detector", nargs="*", default=[f"{k}={v}" for k, v in DETECTOR.items()])
     parser.add_argument("--out", type=Path, help="JSON of every result [default: a temporary folder]")
+    parser.add_argument("--no-cost", action="store_true", help="skip the inference cost (another process measures it)")
+    parser.add_argument("--table", type=Path, nargs="+", help=(
+        "only print the table of these --out files (seeds run as parallel processes, one --out each)"))
     args = parser.parse_args()
+    if args.table:
+        return print_table(merge([json.loads(f.read_text()) for f in args.table]))
     os.environ.setdefault("VIDISTILL_HOME", tempfile.mkdtemp(prefix="bench-detection-distill-"))
     import torch
     import yaml
@@ -161,12 +169,31 @@ def main() -> None:
             print(f"{name} seed {seed}: avg {result.metrics['mAP_avg']:.3f}, motion R2 {r2[name][-1]:.3f} "
                   f"({result.seconds:.0f} s)", flush=True)
         out.write_text(json.dumps({"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides}, indent=1))
-    cost = inference_cost({k: models[k] for k in ("RGB-only", "flow-only", "two-stream", "feature distillation",
-                                                   "decomposed")}, data, args.workdir / "untrimmed-prepared")
-    out.write_text(json.dumps({"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides, "cost": cost},
-                              indent=1))
+    cost = {} if args.no_cost else inference_cost(
+        {k: models[k] for k in ("RGB-only", "flow-only", "two-stream", "feature distillation", "decomposed")},
+        data, args.workdir / "untrimmed-prepared")
+    result = {"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides, "cost": cost}
+    out.write_text(json.dumps(result, indent=1))
+    print_table(result)
+    print(f"\nresults: {out}")
+
+
+def merge(results: list[dict]) -> dict:
+    """One result of several processes' (each its own seeds)."""
+    merged = {"rows": {}, "r2": {}, "seeds": [], "cost": {}}
+    for result in results:
+        merged["seeds"] += result["seeds"]
+        merged["cost"] = result.get("cost") or merged["cost"]
+        for key in ("rows", "r2"):
+            for name, values in result[key].items():
+                merged[key].setdefault(name, []).extend(values)
+    return merged
+
+
+def print_table(result: dict) -> None:
+    rows, r2, cost = result["rows"], result["r2"], result.get("cost")
     thresholds = [k for k in rows["RGB-only"][0] if k.startswith("mAP@")]
-    print(f"\nSynthetic untrimmed benchmark, protocol thumos14, mean +- std over seeds {args.seeds}")
+    print(f"\nSynthetic untrimmed benchmark, protocol thumos14, mean +- std over seeds {result['seeds']}")
     print("| detector | " + " | ".join(thresholds) + " | avg | avg - RGB-only (paired) | motion R^2 |")
     print("|---" * (len(thresholds) + 4) + "|")
     base = np.array([m["mAP_avg"] for m in rows["RGB-only"]])
@@ -179,6 +206,8 @@ def main() -> None:
                                                 f"({int((diff > 0).sum())}/{len(diff)} seeds better)")
         motion = f"{np.mean(r2[name]):.2f}" if name in r2 else ""
         print(f"| {name} | " + " | ".join(cells) + f" | {paired} | {motion} |")
+    if not cost:
+        return
     print("\nInference per test video (ms, one CPU thread): flow "
           f"{cost['_parts']['flow_ms']:.0f}, i3d rgb {cost['_parts']['i3d_rgb_ms']:.0f}, "
           f"i3d flow {cost['_parts']['i3d_flow_ms']:.0f}")
@@ -187,7 +216,6 @@ def main() -> None:
         if not name.startswith("_"):
             print(f"| {name} | {c['features_ms']:.0f} | {c['detector_ms']:.0f} | {c['total_ms']:.0f} | "
                   f"{c['parameters']:,} |")
-    print(f"\nresults: {out}")
 
 
 if __name__ == "__main__":
