@@ -169,7 +169,7 @@ def test_decomposed_trains_and_registers_through_the_queue_and_the_teacher_stays
         assert type(student).__name__ == "DecomposedStudent" and data["features"] == [rgb]  # RGB-only inference
         # The frozen teacher: same weights, same files, no new version.
         assert (_state_hash(load_detector(teacher.model_uri)[0]), _files_hash(artifacts)) == before
-        assert [v.version for v in client.search_model_versions("name='flow-teacher'")] == ["1"]
+        assert [str(v.version) for v in client.search_model_versions("name='flow-teacher'")] == ["1"]
         assert client.get_model_version("flow-teacher", "1").source == source
 
 
