@@ -56,28 +56,28 @@ class DetectorTrainConfig(Schema):
 
     root: str = Field(description="annotated data set folder")
     layout: str = Field("thumos14", description="thumos14 | activitynet | charades")
-    annotations: str | None = None
+    annotations: str | None = Field(None, description="annotation file or folder, if not the layout's usual place")
     features: list[str] = Field(description="feature folders, one per stream; two or more are concatenated")
-    train_subset: str = "val"
-    test_subset: str = "test"
-    head: str = "actionformer"
-    neck: str = "identity"
-    dim: int = Field(128, ge=8)
-    levels: int = Field(4, ge=1, le=8)
-    stem: int = Field(2, ge=0)
-    heads: int = Field(4, ge=1)
-    window: int = Field(9, ge=1)
-    dropout: float = 0.0
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(4, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = 0.05
-    warmup_steps: int = Field(20, ge=0)
+    train_subset: str = Field("val", description="subset the detector trains on (THUMOS14 trains on val)")
+    test_subset: str = Field("test", description="subset the detector is evaluated on")
+    head: str = Field("actionformer", description="registered head: actionformer (segments) | dense (frame labels)")
+    neck: str = Field("identity", description="registered neck: identity | fpn")
+    dim: int = Field(128, ge=8, description="width of the projection and encoder")
+    levels: int = Field(4, ge=1, le=8, description="levels of the temporal pyramid (stride 2 each)")
+    stem: int = Field(2, ge=0, description="local-attention layers before the pyramid")
+    heads: int = Field(4, ge=1, description="attention heads (dim must be a multiple)")
+    window: int = Field(9, ge=1, description="local attention window, in snippets")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the encoder")
+    epochs: int = Field(30, ge=1, description="passes over the training videos")
+    batch_size: int = Field(4, ge=1, description="videos per step")
+    lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate (linear warm-up, then cosine decay)")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(20, ge=0, description="steps of linear learning-rate warm-up")
     max_length: int = Field(256, ge=8, description="training crop in snippets (longer videos: a random window)")
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = Field(0, description="seed of the initialisation, the video order and the crops")
+    device: str = Field("cpu", description="cpu | cuda (submit-job sets it from --gpus)")
     protocol: str = Field("thumos14", description="tIoU set of the evaluation: thumos14 | activitynet | low")
-    experiment: str = "vidistill-detection"
+    experiment: str = Field("vidistill-detection", description="MLflow experiment of the run")
     name: str | None = Field(None, description="registered model name [default: <data>-detector-<streams>]")
     registry: bool = Field(True, description="log to MLflow and register the model")
     method: str = Field("none", description="detection distillation method (trainers/detection/methods); "
