@@ -86,9 +86,9 @@ class TrainDetectorJobConfig(Schema):
 def run_train_detector(config: TrainDetectorJobConfig) -> None:
     from vidistill.platform.kinds.driver import current_job, report_mlflow_run
     from vidistill.trainers import tracking
-    from vidistill.trainers.detection.train import train_detector
+    from vidistill.trainers.detection.train import train_detector_on_ray
 
-    result = train_detector(config.train_config(), on_run=report_mlflow_run)
+    result = train_detector_on_ray(config.train_config(), on_run=report_mlflow_run)
     job = current_job()
     if job is not None and result.model_version is not None:
         tracking.configure().set_registered_model_alias(result.registered_name, job_alias(job.job_id),
@@ -132,7 +132,7 @@ EXTRACT = register(JobKind(
     config_class=ExtractFeaturesJobConfig, run=run_extract, resources=_one_worker, driver_is_worker=True))
 TRAIN_DETECTOR = register(JobKind(
     name="train-detector", summary="Train an ActionFormer-style temporal action detector on snippet features.",
-    config_class=TrainDetectorJobConfig, run=run_train_detector, resources=_one_worker, driver_is_worker=True))
+    config_class=TrainDetectorJobConfig, run=run_train_detector, resources=_one_worker))  # its Ray Train worker
 EVALUATE_DETECTORS = register(JobKind(
     name="evaluate-detectors", summary="Segment mAP per tIoU of registered detectors, in one table.",
     config_class=EvaluateDetectorsJobConfig, run=run_evaluate_detectors, resources=_one_worker,

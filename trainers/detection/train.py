@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -242,7 +243,7 @@ def evaluate_detector(model: Detector, data: DetectionData, protocol: str = "thu
 @dataclass
 class DetectorResult:
     run_id: str | None
-    model: Detector
+    model: Detector | None  # None from train_detector_on_ray: the trained detector is in the registry
     metrics: dict
     segment: SegmentMAP | None
     step_ms: float
@@ -252,7 +253,10 @@ class DetectorResult:
     model_version: str | None = None
 
 
-def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str | None = None) -> DetectorResult:
+def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str | None = None,
+                   run_id: str | None = None) -> DetectorResult:
+    """Train, evaluate and register one detector in this process; `run_id`: log into that MLflow
+    run (train_detector_on_ray opens it in the driver) instead of opening one."""
     config.check()  # a config built directly, not by schema.parse, gets its cross-field rules here
     began = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -283,8 +287,12 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
 
     suffix = "" if config.method == "none" else f"-{config.method}"
     name = config.name or f"{Path(config.root).name}-detector-{test.streams}{suffix}"
-    client, run_id = None, None
-    if config.registry:
+    client = None
+    if config.registry and run_id is not None:
+        from vidistill.trainers import tracking
+
+        client = tracking.configure()
+    elif config.registry:
         client, run_id = _open_run(config, name, test, parent_run_id)
         if on_run is not None:
             on_run(run_id)
@@ -334,6 +342,70 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
         client.set_terminated(run_id)
     result.seconds = time.perf_counter() - began
     return result
+
+
+def train_detector_on_ray(config: DetectorTrainConfig, on_run=None) -> DetectorResult:
+    """train_detector in one Ray Train worker: the platform's way (the train-detector job), so the
+    worker holds the job's CPU or GPU where Ray placed it, like every other training.
+
+    The driver checks the data and opens the MLflow run first (`on_run` records it on the queue
+    job at once); the worker trains, evaluates and registers. One worker is a choice: a batch is
+    a few whole videos of snippet features and an epoch takes seconds, so data parallelism would
+    buy nothing. The result is read back from MLflow: its `model` is None (the trained detector is
+    in the registry), and with `registry` off it holds no metrics either.
+    """
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from vidistill.datasets.ray_session import connect_ray
+    from vidistill.trainers import tracking
+    from vidistill.trainers.detection.methods import MODULES_VARIABLE
+
+    config.check()
+    began = time.perf_counter()
+    get_detection_method(config.method)  # an unknown method fails here, before a worker is placed
+    test = load_detection_data(config.root, config.layout, config.features, config.test_subset, config.annotations)
+    run_id = None
+    if config.registry:
+        suffix = "" if config.method == "none" else f"-{config.method}"
+        name = config.name or f"{Path(config.root).name}-detector-{test.streams}{suffix}"
+        client, run_id = _open_run(config, name, test, None)
+        if on_run is not None:
+            on_run(run_id)
+    env = {"VIDISTILL_HOME": str(tracking.vidistill_home()), "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
+           **{k: os.environ[k] for k in ("VIDISTILL_METHOD_MODULES", MODULES_VARIABLE) if os.environ.get(k)}}
+    connect_ray()
+    trainer = TorchTrainer(
+        _detector_worker, train_loop_config={"config": config, "run_id": run_id, "env": env},
+        scaling_config=ScalingConfig(num_workers=1, use_gpu=config.device.startswith("cuda")),
+        run_config=RunConfig(name=f"detector-{run_id or int(time.time())}",
+                             storage_path=str(tracking.vidistill_home() / "ray_results"),
+                             failure_config=FailureConfig(max_failures=0)))
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except BaseException:
+        if run_id is not None:
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    result = DetectorResult(run_id, None, {}, None, float("nan"), time.perf_counter() - began)
+    if run_id is not None:  # what the worker logged and registered, read back from MLflow
+        run = client.get_run(run_id)
+        result.metrics = {k.replace("_at_", "@"): v for k, v in sorted(run.data.metrics.items())
+                          if not k.startswith("train_")}
+        result.step_ms = result.metrics.get("step_ms", float("nan"))
+        versions = client.search_model_versions(f"run_id = '{run_id}'")
+        if versions:
+            result.registered_name, result.model_version = versions[0].name, str(versions[0].version)
+            result.model_uri = f"models:/{result.registered_name}/{result.model_version}"
+    return result
+
+
+def _detector_worker(args: dict) -> None:
+    """The Ray Train worker of train_detector_on_ray: train_detector into the driver's run."""
+    os.environ.update(args["env"])  # the driver's stores, not those the Ray cluster was started with
+    train_detector(args["config"], run_id=args["run_id"])
 
 
 def _frozen_teacher(uri: str | None, device: str):
