@@ -1,0 +1,115 @@
+"""Augmented-RGB (issue 16): its loss terms by hand, the contrastive loss learning, multi-teacher weights."""
+import math
+
+import pytest
+import torch
+
+from vidistill.trainers.detection.methods.augmented_rgb import (AugmentedRGBHeads, AugmentedRGBOptions, TeacherView,
+                                                                bernoulli_kl, boundary_loss, boundary_profile,
+                                                                distillation_terms, global_relation_loss, info_nce,
+                                                                relation_matrix, total_loss)
+from vidistill.trainers.schema import ConfigError, parse
+
+
+def _batch(b=2, t=12, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(b, t, d, generator=g)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[1, 9:] = False  # a padded video
+    return h, mask
+
+
+def test_sequence_terms_are_zero_when_student_equals_teacher_and_scale_free():
+    h, mask = _batch()
+    for teacher in (h, 3 * h):  # cosines: the teacher's scale does not matter
+        assert global_relation_loss(h, teacher, mask).item() == pytest.approx(0, abs=1e-6)
+        assert boundary_loss(h, teacher, mask).item() == pytest.approx(0, abs=1e-6)
+    other, _ = _batch(seed=1)
+    assert global_relation_loss(h, other, mask).item() > 0.05
+    assert boundary_loss(h, other, mask).item() > 0.5
+    logits = torch.randn(2, 12, 3)
+    assert bernoulli_kl(logits, logits, mask).item() == pytest.approx(0, abs=1e-6)
+    assert bernoulli_kl(logits, -logits, mask).item() > 0.1
+
+
+def test_relation_and_boundary_by_hand():
+    # three snippets in 2-D: centred they are (-1, 0), (0, 0), (1, 0) -> the middle one is the zero vector
+    h = torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
+    r = relation_matrix(h)
+    assert r[0, 2].item() == pytest.approx(-1) and r[0, 0].item() == pytest.approx(1) and r[1, 1].item() == 0
+    # change profile 1 - cos: between (1,0),(0,1) it is 1; between (0,1),(0,1) it is 0 -> standardised +-1
+    profile = boundary_profile(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]))
+    assert profile.tolist() == pytest.approx([1.0, -1.0], abs=1e-5)
+
+
+def test_info_nce_is_at_its_minimum_when_student_equals_teacher():
+    n, tau = 6, 0.1
+    z = torch.eye(n)[None]  # orthonormal snippet embeddings, one video
+    mask = torch.ones(1, n, dtype=torch.bool)
+    at_teacher = info_nce(z, z, mask, tau).item()
+    # diagonal logit 1/tau, the others 0: -log(e^{1/tau} / (e^{1/tau} + n - 1)) (float32: rel 1e-3).
+    # InfoNCE is not exactly 0 at student == teacher (tilting away from the negatives lowers it a
+    # little more); its value there is this, which goes to 0 as tau -> 0, and perturbations raise it.
+    assert at_teacher == pytest.approx(math.log(1 + (n - 1) * math.exp(-1 / tau)), rel=1e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        moved = z + 0.3 * torch.randn(z.shape, generator=g)
+        assert info_nce(moved, z, mask, tau).item() > at_teacher
+    assert info_nce(z, z.flip(1), mask, tau).item() > 5  # every positive wrong
+
+
+def test_contrastive_loss_falls_on_a_tiny_set():
+    torch.manual_seed(0)
+    h_t, mask = _batch(b=3, t=16, d=12)
+    rgb = h_t @ torch.randn(12, 10) + 0.5 * torch.randn(3, 16, 10)  # the student sees a noisy mix of it
+    student = torch.nn.Linear(10, 16)
+    heads = AugmentedRGBHeads(16, [12], projection_dim=16)
+    options = AugmentedRGBOptions(atomic=1.0, **{"global": 0.0}, boundary=0.0)
+    optimizer = torch.optim.Adam([*student.parameters(), *heads.parameters()], lr=1e-2)
+    losses = []
+    for _ in range(150):
+        terms = distillation_terms(student(rgb), torch.zeros(3, 16, 2), mask, [TeacherView(h_t)], heads, options)
+        optimizer.zero_grad()
+        terms["atomic"].backward()
+        optimizer.step()
+        losses.append(terms["atomic"].item())
+    assert losses[0] > math.log(mask.sum().item()) * 0.8  # chance: log N
+    assert losses[-1] < 0.3 * losses[0], losses[::30]
+
+
+def test_multi_teacher_weights():
+    h, mask = _batch()
+    t1, _ = _batch(seed=1)
+    t2, _ = _batch(b=2, t=12, d=5, seed=2)  # a second stream of another width
+    torch.manual_seed(0)
+    heads = AugmentedRGBHeads(8, [8, 5], projection_dim=8)
+    options = AugmentedRGBOptions(feature=1.0, max_contrast=1000)
+    logits = torch.zeros(2, 12, 3)
+
+    def terms(views):
+        return distillation_terms(h, logits, mask, views, heads, options)
+
+    one = terms([TeacherView(t1, 1.0), TeacherView(t2, 0.0)])
+    alone = terms([TeacherView(t1, 1.0)])
+    second = terms([TeacherView(t1, 0.0), TeacherView(t2, 1.0)])
+    both = terms([TeacherView(t1, 1.0), TeacherView(t2, 3.0)])
+    assert set(both) == {"atomic", "global", "boundary", "feature"}
+    for name in both:
+        assert one[name].item() == pytest.approx(alone[name].item(), rel=1e-6)
+        assert both[name].item() == pytest.approx((one[name].item() + 3 * second[name].item()) / 4, rel=1e-5)
+        assert abs(one[name].item() - second[name].item()) > 1e-3  # the teachers really differ
+    with pytest.raises(ValueError, match="weights must not all be 0"):
+        terms([TeacherView(t1, 0.0)])
+    with pytest.raises(ValueError, match="needs a teacher detector"):
+        distillation_terms(h, logits, mask, [TeacherView(t1)], heads, AugmentedRGBOptions(logit=1.0))
+
+
+def test_total_loss_weights_and_logs_each_term_apart():
+    options = parse(AugmentedRGBOptions, {"atomic": 2.0, "global": 0.5, "boundary": 0.0})
+    terms = {"atomic": torch.tensor(1.0), "global": torch.tensor(4.0)}
+    loss, log = total_loss(torch.tensor(0.25), terms, options)
+    assert loss.item() == pytest.approx(0.25 + 2 + 2) and log == {"det": 0.25, "atomic": 1.0, "global": 4.0}
+    with pytest.raises(ConfigError, match="every distillation weight is 0"):
+        parse(AugmentedRGBOptions, {"atomic": 0.0, "global": 0.0, "boundary": 0.0})
+    with pytest.raises(ConfigError, match="temperature"):
+        parse(AugmentedRGBOptions, {"temperature": 0.0})

@@ -1,0 +1,1 @@
+"""Detection distillation methods (the registry itself comes from branch i15)."""
