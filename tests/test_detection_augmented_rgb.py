@@ -7,8 +7,10 @@ import torch
 from vidistill.trainers.detection.methods.augmented_rgb import (AugmentedRGBHeads, AugmentedRGBOptions, TeacherView,
                                                                 bernoulli_kl, boundary_loss, boundary_profile,
                                                                 distillation_terms, global_relation_loss, info_nce,
-                                                                relation_matrix, total_loss)
-from vidistill.trainers.schema import ConfigError, parse
+                                                                relation_matrix)
+from vidistill.trainers.detection.methods import (StudentSpec, TeacherBatch, get_detection_method,
+                                                  list_detection_methods)
+from vidistill.trainers.schema import ConfigError
 
 
 def _batch(b=2, t=12, d=8, seed=0):
@@ -104,12 +106,42 @@ def test_multi_teacher_weights():
         distillation_terms(h, logits, mask, [TeacherView(t1)], heads, AugmentedRGBOptions(logit=1.0))
 
 
-def test_total_loss_weights_and_logs_each_term_apart():
-    options = parse(AugmentedRGBOptions, {"atomic": 2.0, "global": 0.5, "boundary": 0.0})
-    terms = {"atomic": torch.tensor(1.0), "global": torch.tensor(4.0)}
-    loss, log = total_loss(torch.tensor(0.25), terms, options)
-    assert loss.item() == pytest.approx(0.25 + 2 + 2) and log == {"det": 0.25, "atomic": 1.0, "global": 4.0}
+def _spec(teacher_dims=(None,), teacher_channels=(6,)):
+    return StudentSpec(5, 3, dict(dim=16, levels=2, stem=1, heads=2, window=5, neck="identity", head="dense"),
+                       teacher_channels, teacher_dims)
+
+
+def test_registered_method_weights_each_term_and_is_zero_against_itself():
+    assert "augmented-rgb" in list_detection_methods()
+    method = get_detection_method("augmented-rgb")
+    options = method.parse_options({"atomic": 2.0, "global": 0.5, "boundary": 3.0, "logit": 1.0})
+    torch.manual_seed(0)
+    student = method.build(_spec(teacher_dims=(16,)), options)
+    x, mask = torch.randn(2, 5, 8), torch.ones(2, 8, dtype=torch.bool)
+    targets = [torch.zeros(8, 3), torch.ones(8, 3)]
+    output = student(x, mask)
+    assert output["frame_logits"].shape == (2, 8, 3) and output["embedding"].shape == (2, 8, 16)
+    # the student's own detector as the frozen teacher on the same features: every term is 0 but InfoNCE
+    itself = TeacherBatch(x, mask, 1.0, student.detector, None, student.detector(x, mask))
+    terms = method.loss(output, targets, [itself], options)
+    assert set(terms) == {"detection", "atomic", "global", "boundary", "logit"}
+    for name in ("global", "boundary", "logit"):
+        assert terms[name].item() == pytest.approx(0, abs=1e-5), name
+    unweighted = distillation_terms(output["embedding"], output["frame_logits"], mask,
+                                    [TeacherView(output["embedding"].detach(), 1.0, output["frame_logits"].detach())],
+                                    student.heads, options)
+    assert terms["atomic"].item() == pytest.approx(2.0 * unweighted["atomic"].item(), rel=1e-5)
+    # raw teacher features (no detector): terms against a different stream are not 0
+    plain = method.parse_options({})
+    raw_student = method.build(_spec(), plain)
+    raw = method.loss(raw_student(x, mask), targets, [TeacherBatch(torch.randn(2, 6, 8), mask, 1.0)], plain)
+    assert set(raw) == {"detection", "atomic", "global", "boundary"} and raw["global"].item() > 0.01
+
+
+def test_options_are_checked():
+    method = get_detection_method("augmented-rgb")
     with pytest.raises(ConfigError, match="every distillation weight is 0"):
-        parse(AugmentedRGBOptions, {"atomic": 0.0, "global": 0.0, "boundary": 0.0})
-    with pytest.raises(ConfigError, match="temperature"):
-        parse(AugmentedRGBOptions, {"temperature": 0.0})
+        method.parse_options({"atomic": 0.0, "global": 0.0, "boundary": 0.0})
+    with pytest.raises(ConfigError, match="method_options.temperature"):
+        method.parse_options({"temperature": 0.0})
+    assert method.parse_options({"global": 0.0}).global_ == 0.0

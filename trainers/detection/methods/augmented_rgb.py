@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vidistill.trainers.detection.methods import DetectionMethod, register_detection_method
 from vidistill.trainers.schema import ConfigError, Schema
 
 NAME = "augmented-rgb"
@@ -193,16 +194,71 @@ def distillation_terms(embedding: torch.Tensor, frame_logits: torch.Tensor, mask
     return {name: teacher_mean(values, used) for name, values in per_term.items()}
 
 
-def total_loss(detection: torch.Tensor, terms: dict[str, torch.Tensor],
-               options: AugmentedRGBOptions) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_det + sum of weighted terms; the log has each term unweighted and the detection loss apart."""
-    weights = options.weights()
-    loss = detection + sum(weights[name] * value for name, value in terms.items())
-    return loss, {"det": float(detection.detach()), **{name: float(v.detach()) for name, v in terms.items()}}
-
-
 def embed(model, x: torch.Tensor, mask: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """A models.Detector's output and its student embedding (the neck's finest level, (B, T, D))."""
     features, masks = model.encoder(x, mask)
     neck = model.neck(features, masks)
     return model.head(neck, masks), neck[0]
+
+
+# --- the registered method ---------------------------------------------------------------------
+
+class AugmentedRGBStudent(nn.Module):
+    """A models.Detector (the temporal model and its head) plus the training-only heads of the method.
+
+    forward returns the detector's output with "embedding" = the neck's finest level (B, T, D), the
+    representation every term reads, and "method_heads" (this module's heads) for the loss. At
+    inference only the detector runs, on RGB features; the heads are a few small linear layers
+    that are saved with the checkpoint but never called.
+    """
+
+    def __init__(self, detector: nn.Module, heads: AugmentedRGBHeads):
+        super().__init__()
+        self.detector, self.heads = detector, heads
+
+    kind = property(lambda self: self.detector.kind)
+    levels = property(lambda self: self.detector.levels)
+    length_multiple = property(lambda self: self.detector.length_multiple)
+    settings = property(lambda self: self.detector.settings)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict:
+        output, embedding = embed(self.detector, x, mask)
+        return {**output, "embedding": embedding, "method_heads": self.heads}
+
+
+def teacher_representation(teacher) -> torch.Tensor:
+    """(B, T, D_k): the frozen teacher detector's neck output if it has one, else its raw features."""
+    if teacher.detector is None:
+        return teacher.features.transpose(1, 2)
+    with torch.no_grad():
+        return embed(teacher.detector, teacher.features, teacher.mask)[1]
+
+
+def build(spec, options: AugmentedRGBOptions) -> AugmentedRGBStudent:
+    from vidistill.trainers.detection.models import create_detector
+
+    detector = create_detector(spec.in_channels, spec.num_classes, **spec.detector)
+    # The neck output has the detector's width `dim`; a teacher without detector is its raw features.
+    widths = [dim if dim is not None else channels for dim, channels in zip(spec.teacher_dims, spec.teacher_channels)]
+    return AugmentedRGBStudent(detector, AugmentedRGBHeads(spec.detector["dim"], widths, options.projection_dim))
+
+
+def loss(output: dict, targets: list, teachers: list, options: AugmentedRGBOptions) -> dict[str, torch.Tensor]:
+    from vidistill.trainers.detection.models import detection_loss
+
+    if options.logit and "frame_logits" not in output:
+        raise ValueError("logit distillation (method_options.logit) needs the dense head (head=dense)")
+    mask = output["masks"][0]
+    views = [TeacherView(teacher_representation(t), t.weight,
+                         t.output.get("frame_logits") if t.output is not None else None) for t in teachers]
+    terms = distillation_terms(output["embedding"], output.get("frame_logits"), mask, views,
+                               output["method_heads"], options)
+    weights = options.weights()
+    return {"detection": detection_loss(output, targets)[0],
+            **{name: weights[name] * value for name, value in terms.items()}}
+
+
+AUGMENTED_RGB = register_detection_method(DetectionMethod(
+    NAME, "Augmented-RGB (Dai et al., ICCV 2021): atomic InfoNCE + global relations + boundary saliency "
+          "from one or more teacher streams; RGB only at inference",
+    build, loss, AugmentedRGBOptions, min_teachers=1))
