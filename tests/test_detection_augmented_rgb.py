@@ -1,8 +1,12 @@
 """Augmented-RGB (issue 16): its loss terms by hand, the contrastive loss learning, multi-teacher weights."""
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from platform_fixtures import environment, wait_until
+from test_detection_detector import write_feature_set
 
 from vidistill.trainers.detection.methods.augmented_rgb import (AugmentedRGBHeads, AugmentedRGBOptions, TeacherView,
                                                                 bernoulli_kl, boundary_loss, boundary_profile,
@@ -145,3 +149,50 @@ def test_options_are_checked():
     with pytest.raises(ConfigError, match="method_options.temperature"):
         method.parse_options({"temperature": 0.0})
     assert method.parse_options({"global": 0.0}).global_ == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_augmented_rgb_trains_through_the_queue_with_two_teachers_and_registers(ray_settings, dispatchers, tmp_path):
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from vidistill.platform.cli.main import cli
+    from vidistill.platform.queue import JobQueue
+    from vidistill.trainers import tracking
+    from vidistill.trainers.detection.methods.augmented_rgb import AugmentedRGBStudent
+    from vidistill.trainers.detection.train import DetectorTrainConfig, load_detector, train_detector
+
+    rgb, flow, depth = write_feature_set(tmp_path, streams=("rgb", "flow", "depth"), videos=4)
+    with environment(VIDISTILL_HOME=str(ray_settings.home), VIDISTILL_DB_URL=ray_settings.db_url,
+                     VIDISTILL_AUTOSTART_DISPATCHER="0", MLFLOW_TRACKING_URI=None):
+        tiny = dict(dim=16, levels=1, stem=1, epochs=2, batch_size=2, head="dense")
+        teacher = train_detector(DetectorTrainConfig(root=str(tmp_path), features=[flow], name="flow-teacher", **tiny))
+        # flow through its frozen detector (weight 2), a second stream as raw features (weight 1)
+        sets = [f"{k}={v}" for k, v in tiny.items()] + [
+            "method=augmented-rgb", "method_options.temperature=0.2",
+            f'teachers=[{{features: "{flow}", detector: "{teacher.model_uri}", weight: 2.0}}, '
+            f'{{features: "{depth}", weight: 1.0}}]']
+        submitted = CliRunner().invoke(cli, ["submit-job", "train-detector", "--root", str(tmp_path), "--features",
+                                             rgb, "--name", "augmented", *[a for s in sets for a in ("--set", s)],
+                                             "--json"])
+        assert submitted.exit_code == 0, submitted.output
+        job_id = json.loads(submitted.stdout)["id"]
+        queue = JobQueue(ray_settings)
+        dispatchers.start(1)
+        wait_until(lambda: queue.get(job_id).job_state.is_finished, timeout=900, interval=1,
+                   message="the augmented-rgb detector's job")
+        job = queue.get(job_id)
+        assert job.state == "succeeded", Path(job.log_path).read_text()[-4000:]
+        client = MlflowClient(tracking.tracking_uri(), registry_uri=tracking.tracking_uri())
+        metrics = client.get_run(job.mlflow_run_id).data.metrics
+        assert {"train_detection", "train_atomic", "train_global", "train_boundary", "frame_mAP"} <= set(metrics)
+        version = client.get_model_version_by_alias("augmented", f"job-{job_id}")
+        assert version.tags["vidistill.detection_method"] == "augmented-rgb"
+        assert [t["weight"] for t in json.loads(version.tags["vidistill.teachers"])] == [2.0, 1.0]
+        student, data = load_detector(f"models:/augmented/{version.version}")
+        assert isinstance(student, AugmentedRGBStudent) and data["features"] == [rgb]  # RGB only at inference
+        out = student(torch.randn(1, 8, 12), torch.ones(1, 12, dtype=torch.bool))
+        assert out["frame_logits"].shape == (1, 12, 2)
+        assert [v.version for v in client.search_model_versions("name='flow-teacher'")] == ["1"]
