@@ -195,4 +195,4 @@ def test_augmented_rgb_trains_through_the_queue_with_two_teachers_and_registers(
         assert isinstance(student, AugmentedRGBStudent) and data["features"] == [rgb]  # RGB only at inference
         out = student(torch.randn(1, 8, 12), torch.ones(1, 12, dtype=torch.bool))
         assert out["frame_logits"].shape == (1, 12, 2)
-        assert [v.version for v in client.search_model_versions("name='flow-teacher'")] == ["1"]
+        assert [str(v.version) for v in client.search_model_versions("name='flow-teacher'")] == ["1"]  # not re-registered
