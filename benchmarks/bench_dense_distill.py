@@ -14,7 +14,9 @@ RGB-only, teacher-only (flow), two-stream (rgb+flow concatenated), plain feature
 logit distillation, Augmented-RGB and Augmented-RGB without each of its three terms. The
 teacher of every distilled row is that seed's flow-only detector, frozen (registered in
 WORKDIR/home). Seed-major, and results are saved after each run to WORKDIR/results.json, so a
-rerun continues where it stopped.
+rerun continues where it stopped. `--control NOISE` adds two rows whose student stream is the flow
+features plus NOISE x std Gaussian noise (a modality with a weak motion cue, which these RGB
+features lack): plain, and taught by Augmented-RGB.
 
 Inference cost per test video, both with features computed from frames (as deployment would):
 student = RGB i3d_tiny features + detector; two-stream = RGB i3d_tiny + Farneback flow on every
@@ -139,12 +141,34 @@ def inference_cost(bench: Path, root: Path, features: dict, student, two_stream,
     return out
 
 
+def weak_features(flow: str, out: Path, noise: float, seed: int = 0) -> str:
+    """A control stream: the flow features plus Gaussian noise of `noise` x their std (a weak modality)."""
+    import numpy as np
+
+    from vidistill.trainers.detection.features import load_manifest
+
+    if (out / "features.json").is_file():
+        return str(out)
+    out.mkdir(parents=True)
+    manifest = load_manifest(flow)
+    rng = np.random.default_rng(seed)
+    for video in manifest["videos"]:
+        x = np.load(Path(flow) / f"{video}.npy")
+        np.save(out / f"{video}.npy", (x + noise * x.std() * rng.standard_normal(x.shape)).astype(np.float32))
+    manifest["settings"] = {**manifest["settings"], "modality": "weak", "control": f"flow + {noise} x std noise"}
+    (out / "features.json").write_text(json.dumps(manifest, indent=1))
+    return str(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", type=Path, default=Path("/work/cache/det-bench"),
                         help="workdir of a finished bench_detection_synthetic.py run (read only)")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--control", type=float, metavar="NOISE",
+                        help="also a control whose student stream carries a weak motion cue: flow features plus "
+                             "NOISE x std Gaussian noise, plain and with Augmented-RGB")
     parser.add_argument("--epochs", type=int, default=DETECTOR["epochs"], help="detector epochs (1: a smoke run)")
     args = parser.parse_args()
     DETECTOR["epochs"] = args.epochs
@@ -153,6 +177,10 @@ def main() -> None:
 
     features = {s: str(args.bench / "features" / s) for s in ("rgb", "flow")}
     root = write_charades(args.bench, workdir / "charades")
+    if args.control is not None:
+        features["weak"] = weak_features(features["flow"], workdir / f"weak-{args.control:g}", args.control)
+        ROWS.update({"control: weak only": (["weak"], None, None),
+                     "control: weak + Augmented-RGB": (["weak"], "augmented-rgb", {})})
     record = workdir / "results.json"
     results = json.loads(record.read_text()) if record.is_file() else {}
     models = {}
