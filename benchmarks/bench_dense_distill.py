@@ -209,12 +209,12 @@ def main() -> None:
                   flush=True)
     print(f"\nSynthetic untrimmed benchmark, frame-level form (charades layout, 12 train / 6 test videos), "
           f"frame-mAP mean +- std over seeds {args.seeds}")
-    print(f"{'row':<24}{'frame-mAP':>18}{'runs':>6}{'s/run':>8}")
+    print(f"{'row':<44}{'frame-mAP':>18}{'runs':>6}{'s/run':>8}")
     for row in ROWS:
         values = [results[f"{row}/{s}"] for s in args.seeds if f"{row}/{s}" in results]
         if values:
             maps = [v["frame_mAP"] for v in values]
-            print(f"{row:<24}{f'{np.mean(maps):.3f} +- {np.std(maps):.3f}':>18}{len(maps):>6}"
+            print(f"{row:<44}{f'{np.mean(maps):.3f} +- {np.std(maps):.3f}':>18}{len(maps):>6}"
                   f"{np.mean([v['seconds'] for v in values]):8.0f}")
     if "Augmented-RGB" in models and "two-stream (rgb+flow)" in models:
         cost = inference_cost(args.bench, root, features, models["Augmented-RGB"], models["two-stream (rgb+flow)"])
