@@ -52,3 +52,13 @@ def test_frame_map():
     assert frame_map(scores, targets) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
     with pytest.raises(ValueError, match="frames x classes"):
         frame_map(scores[:, 0], targets)
+
+
+def test_frame_map_multi_label_frames_and_classes_without_positives():
+    # frame 1 carries two actions at once (multi-label); class 2 has no positive frame and is left out
+    targets = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
+    scores = np.array([[0.2, 0.9, 0.5], [0.9, 0.8, 0.5], [0.1, 0.7, 0.5], [0.3, 0.1, 0.5]])
+    # class 0: ranks 0.9 (pos), 0.3 (neg), 0.2 (pos) -> (1 + 2/3) / 2; class 1: 0.9 (neg), 0.8, 0.7 (pos) -> (1/2 + 2/3) / 2
+    assert frame_map(scores, targets) == pytest.approx(((1 + 2 / 3) / 2 + (1 / 2 + 2 / 3) / 2) / 2)
+    with pytest.raises(ValueError, match="no class has a positive frame"):
+        frame_map(scores, np.zeros_like(targets))
