@@ -141,7 +141,6 @@ def http_status(url: str, user: str | None = None, password: str | None = None) 
 def test_runs_and_registry_over_http_and_the_registry_page_in_a_browser(mlflow_server, chromium, tmp_path,
                                                                         monkeypatch):
     import torch
-    from mlflow.tracking import MlflowClient
 
     from vidistill.trainers import tracking
     from vidistill.trainers.config import DataConfig, DistillConfig, ModelConfig, TrainConfig
@@ -161,7 +160,7 @@ def test_runs_and_registry_over_http_and_the_registry_page_in_a_browser(mlflow_s
     student = tracking.register_model(student_run, torch.nn.Linear(4, 2), student_config, dataset_hash="abc123")
     assert (student.name, student.version) == ("synth-student-rgb", "1")
 
-    client = MlflowClient(mlflow_server.url)
+    client = tracking.store_client(mlflow_server.url)
     params = client.get_run(student_run).data.params
     assert params["data.prepared"] == "https://ana:***@data.example/synth-frames"
     assert not any("s3cret-pw" in value for value in params.values())
@@ -187,7 +186,7 @@ def test_runs_and_registry_over_http_and_the_registry_page_in_a_browser(mlflow_s
 def test_basic_auth_app_refuses_requests_without_valid_credentials(postgres_server, tmp_path, monkeypatch):
     """`mlflow server --app-name basic-auth`, configured like infra/compose.yaml: the admin's
     password from a secret file through MLFLOW_AUTH_ADMIN_PASSWORD, its user store in PostgreSQL."""
-    from mlflow.tracking import MlflowClient
+    from vidistill.trainers import tracking
 
     backend = create_database(postgres_server, f"mlflow_auth_{os.getpid()}")
     users = create_database(postgres_server, f"mlflow_users_{os.getpid()}")
@@ -211,7 +210,7 @@ def test_basic_auth_app_refuses_requests_without_valid_credentials(postgres_serv
 
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "adm1n-Pw-from-a-file")
-        client = MlflowClient(server.url)
+        client = tracking.store_client(server.url)
         run = client.create_run(client.create_experiment("auth-check"))
         client.log_param(run.info.run_id, "x", 1)
         assert client.get_run(run.info.run_id).data.params == {"x": "1"}
