@@ -31,7 +31,7 @@ def test_the_network_is_the_one_the_method_plug_in_declares(monkeypatch):
     from vidistill.trainers.methods import Method, get_method, register_method
 
     get_method("attention")  # the built-in methods imported before the registry is copied
-    monkeypatch.setattr(methods, "_registry", dict(methods._registry))  # the test's methods go with it
+    monkeypatch.setattr(methods._registry, "entries", dict(methods._registry.entries))  # the test's methods go with it
     base = get_method("attention")
     register_method(Method(name="motion_twin", summary="attention's loss under another name (a test plug-in)",
                            signals=("maps",), loss=base.loss, student="attention"))

@@ -23,12 +23,11 @@ space may name `distill.options.weight`, and the registered model is `<data>-stu
 """
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from vidistill.trainers.plugins import PluginRegistry, parse_options
 
 # What a frozen teacher can supply to a loss (see losses.TeacherSignals).
 SIGNALS = ("maps", "features", "logits")
@@ -72,54 +71,22 @@ class Method:
 
     def parse_options(self, data: dict | None):
         """Its typed options (ConfigError naming `distill.options.<field>`), or None without a section."""
-        from vidistill.trainers.schema import ConfigError, parse
-
-        if self.options is None:
-            if data:
-                raise ConfigError("distill.options", f"method {self.name!r} takes no options, got {sorted(data)}")
-            return None
-        try:
-            return parse(self.options, data or {})
-        except ConfigError as error:
-            raise error.under("distill.options") from None
+        return parse_options(self.options, data, "distill.options", self.name)
 
 
-_registry: dict[str, Method] = {}
-_imported: set[str] = set()
-_lock = threading.RLock()
+_registry = PluginRegistry(__name__, __path__, MODULES_VARIABLE, "distillation method")
 
 
 def register_method(method: Method) -> Method:
-    with _lock:
-        existing = _registry.get(method.name)
-        if existing is not None and existing != method:
-            raise ValueError(f"distillation method {method.name!r} is registered twice")
-        _registry[method.name] = method
-    return method
-
-
-def _discover() -> None:
-    """Import this package's modules and those named by VIDISTILL_METHOD_MODULES (once each)."""
-    with _lock:
-        names = [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)]
-        names += [n.strip() for n in os.environ.get(MODULES_VARIABLE, "").split(",") if n.strip()]
-        for name in names:
-            if name not in _imported:
-                importlib.import_module(name)
-                _imported.add(name)
+    return _registry.register(method)
 
 
 def list_methods() -> list[str]:
-    _discover()
-    return sorted(_registry)
+    return _registry.names()
 
 
 def get_method(name: str) -> Method:
-    _discover()
-    try:
-        return _registry[name]
-    except KeyError:
-        raise KeyError(f"unknown distillation method {name!r}; registered: {', '.join(sorted(_registry))}") from None
+    return _registry.get(name)
 
 
 def environment() -> dict[str, str]:

@@ -43,12 +43,10 @@ The contract, all a method needs to know:
 """
 from __future__ import annotations
 
-import importlib
-import os
-import pkgutil
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from vidistill.trainers.plugins import PluginRegistry, parse_options
 
 import torch
 
@@ -95,54 +93,22 @@ class DetectionMethod:
 
     def parse_options(self, data: dict | None):
         """Its typed options (ConfigError naming `method_options.<field>`), or None without a section."""
-        from vidistill.trainers.schema import ConfigError, parse
-
-        if self.options is None:
-            if data:
-                raise ConfigError("method_options", f"method {self.name!r} takes no options, got {sorted(data)}")
-            return None
-        try:
-            return parse(self.options, data or {})
-        except ConfigError as error:
-            raise error.under("method_options") from None
+        return parse_options(self.options, data, "method_options", self.name)
 
 
-_registry: dict[str, DetectionMethod] = {}
-_imported: set[str] = set()
-_lock = threading.RLock()
+_registry = PluginRegistry(__name__, __path__, MODULES_VARIABLE, "detection method")
 
 
 def register_detection_method(method: DetectionMethod) -> DetectionMethod:
-    with _lock:
-        existing = _registry.get(method.name)
-        if existing is not None and existing != method:
-            raise ValueError(f"detection method {method.name!r} is registered twice")
-        _registry[method.name] = method
-    return method
-
-
-def _discover() -> None:
-    """Import this package's modules and those named by VIDISTILL_DETECTION_METHOD_MODULES (once each)."""
-    with _lock:
-        names = [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)]
-        names += [n.strip() for n in os.environ.get(MODULES_VARIABLE, "").split(",") if n.strip()]
-        for name in names:
-            if name not in _imported:
-                importlib.import_module(name)
-                _imported.add(name)
+    return _registry.register(method)
 
 
 def list_detection_methods() -> list[str]:
-    _discover()
-    return sorted(_registry)
+    return _registry.names()
 
 
 def get_detection_method(name: str) -> DetectionMethod:
-    _discover()
-    try:
-        return _registry[name]
-    except KeyError:
-        raise KeyError(f"unknown detection method {name!r}; registered: {', '.join(sorted(_registry))}") from None
+    return _registry.get(name)
 
 
 # --- the plain detector: method "none" ----------------------------------------------------------
