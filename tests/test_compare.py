@@ -1,0 +1,126 @@
+"""`vidistill compare`: the paired tests' numbers, the table from runs in a real MLflow store,
+a resumed study that queues nothing twice, and a --help that teaches. None of them trains."""
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from platform_fixtures import run_cli
+from vidistill.platform.study import ARMS
+from vidistill.platform.study_report import format_rows, paired_test, read_accuracies, rows_csv, study_table
+
+
+def test_paired_t_and_wilcoxon_match_hand_computed_values():
+    # Accuracies on 8 test videos (exact binary fractions). Differences 2, 2, -1, 3 eighths:
+    # mean 3/2 eighths, sample sd sqrt(9/3) = sqrt(3), so t = (3/2) / (sqrt(3) / 2) = sqrt(3), and with
+    # 3 degrees of freedom the t CDF is closed form: two-sided p = 1/2 - 1/pi.
+    baseline = {0: 0.5, 1: 0.625, 2: 0.75, 3: 0.5}
+    arm = {0: 0.75, 1: 0.875, 2: 0.625, 3: 0.875}
+    test = paired_test(arm, baseline)
+    assert test.n == 4 and test.mean_difference == pytest.approx(0.1875)
+    assert test.t == pytest.approx(math.sqrt(3))
+    assert test.p_t == pytest.approx(0.5 - 1 / math.pi, abs=1e-9)
+    # Five positive differences of distinct sizes: W- = 0, the most extreme of the 2^5 equally
+    # likely sign patterns, so the exact two-sided p is 2 / 32.
+    five = paired_test({s: 0.5 + (s + 1) / 8 for s in range(5)}, {s: 0.5 for s in range(5)})
+    assert five.p_wilcoxon == pytest.approx(2 / 32)
+    # Pairing is on the seed: a seed one arm lacks does not count; identical arms: p = 1.
+    assert paired_test({0: 0.5, 1: 0.75, 7: 1.0}, {0: 0.5, 1: 0.75}).n == 2
+    same = paired_test({0: 0.5, 1: 0.75}, {0: 0.5, 1: 0.75})
+    assert (same.mean_difference, same.p_t, same.p_wilcoxon) == (0.0, 1.0, 1.0)
+
+
+def _evaluation_run(client, results: dict[str, float]) -> str:
+    """An evaluation run as trainers/evaluate.py leaves it: evaluation.json with top-1 by key."""
+    import tempfile
+    from pathlib import Path
+
+    from vidistill.trainers import tracking
+
+    run = client.create_run(tracking.experiment_id(client, "vidistill"), run_name="evaluate (test)")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "evaluation.json"
+        path.write_text(json.dumps({"results": {key: {"top1": value} for key, value in results.items()}}))
+        client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def test_the_table_is_mean_and_std_over_seeds_of_the_evaluation_runs_in_mlflow(trainer_home):
+    from vidistill.trainers import tracking
+
+    client = tracking.configure()
+    uris, runs = {}, {}
+    per_seed = {  # seed -> (rgb-plain, prob-distill, teacher, prob-distill + teacher)
+        0: (0.5, 0.75, 1.0, 1.0), 1: (0.625, 0.875, 1.0, 0.875), 2: (0.75, 0.625, 1.0, 1.0)}
+    for seed, (rgb, student, teacher, fused) in per_seed.items():
+        for arm in ("rgb-plain", "prob-distill", "flow-teacher"):
+            uris[f"easy/{seed}/{arm}"] = f"models:/{arm}@job-{seed}"
+        runs[f"easy/{seed}"] = _evaluation_run(client, {
+            uris[f"easy/{seed}/rgb-plain"]: rgb, uris[f"easy/{seed}/prob-distill"]: student,
+            uris[f"easy/{seed}/flow-teacher"]: teacher,
+            f"{uris[f'easy/{seed}/prob-distill']} + {uris[f'easy/{seed}/flow-teacher']}": fused})
+    arms = ["rgb-plain", "prob-distill", "prob-distill+flow", "logit"]  # logit: never run, no row
+    rows = study_table(read_accuracies(client, runs, uris, arms), arms)
+    assert [r.arm for r in rows] == ["rgb-plain", "prob-distill", "prob-distill+flow"]
+    rgb, student, fusion = rows
+    assert rgb.per_seed == {0: 0.5, 1: 0.625, 2: 0.75}
+    assert (rgb.mean, rgb.std) == (pytest.approx(0.625), pytest.approx(0.125))
+    assert (student.mean, student.std) == (pytest.approx(0.75), pytest.approx(0.125))
+    assert fusion.mean == pytest.approx(2.875 / 3)
+    assert fusion.std == pytest.approx(0.0721688, abs=1e-6)  # sd of (1, 0.875, 1)
+    assert rgb.versus_rgb is None and student.versus_rgb.mean_difference == pytest.approx(0.125)
+    markdown = format_rows(rows)
+    assert "| easy | Prob-Distill (attention) | 0.750 +- 0.125 | 3 | 0.750 0.875 0.625 | +0.125 |" in markdown
+    parsed = list(csv.DictReader(io.StringIO(rows_csv(rows))))
+    assert parsed[1]["arm"] == "prob-distill" and float(parsed[1]["top1_mean"]) == 0.75
+    assert float(parsed[1]["p_paired_t"]) == pytest.approx(student.versus_rgb.p_t, abs=1e-4)
+
+
+def _compare(*args):
+    result = run_cli("compare", "--no-wait", "--json", *args)
+    return json.loads(result.stdout[result.stdout.index("{"):])["study"]
+
+
+def test_a_resumed_study_queues_nothing_twice_and_retries_only_what_failed(cli_env):
+    from vidistill.platform.queue import JobQueue
+
+    queue = JobQueue(cli_env)
+    first = _compare("--arms", "rgb-plain,prob-distill,prob-distill+flow", "--seeds", "0,1")
+    jobs = first["jobs"]
+    # prepare; per seed: teacher, rgb-plain, prob-distill, one evaluation of all three.
+    assert len(first["submitted"]) == 9 and sorted(first["submitted"]) == sorted(jobs.values())
+    evaluation = queue.get(jobs["easy/0/evaluate:flow-teacher+rgb-plain+prob-distill"])
+    assert evaluation.dependency_ids == sorted(jobs[f"easy/0/{a}"] for a in ("flow-teacher", "rgb-plain",
+                                                                                 "prob-distill"))
+    assert evaluation.config["fuse"] == ["2+0"]  # the student with the teacher, on the same clips
+    student = queue.get(jobs["easy/1/prob-distill"])
+    assert student.config["teacher"] == first["models"]["easy/1/flow-teacher"]
+    assert student.dependency_ids == [jobs["easy/1/flow-teacher"]]
+    assert "seed=1" in student.config["set"] and "seed=1" in queue.get(jobs["easy/1/rgb-plain"]).config["set"]
+
+    again = _compare("--arms", "rgb-plain,prob-distill,prob-distill+flow", "--seeds", "0,1")
+    assert again["submitted"] == [] and again["retried"] == [] and sorted(again["kept"]) == sorted(jobs.values())
+
+    queue.cancel(jobs["easy/1/rgb-plain"])
+    retried = _compare("--arms", "rgb-plain,prob-distill,prob-distill+flow", "--seeds", "0,1")
+    assert retried["submitted"] == [] and retried["retried"] == [jobs["easy/1/rgb-plain"]]
+    assert queue.get(jobs["easy/1/rgb-plain"]).state == "queued"
+
+    grown = _compare("--arms", "rgb-plain,prob-distill,prob-distill+flow", "--seeds", "0,1,2")
+    assert len(grown["submitted"]) == 4  # seed 2 only: teacher, two arms, its evaluation
+    assert len(queue.list_jobs()) == 13
+
+
+def test_compare_help_teaches_and_bad_input_names_the_choices(cli_env):
+    text = run_cli("compare", "--help").output
+    for arm in ARMS:
+        assert arm in text
+    for words in ("paired", "Wilcoxon", "--report", "resumes", "easy, medium, hard", "vidistill compare --size small"):
+        assert words in text
+    refused = run_cli("compare", "--arms", "rgb-plain,prob-distil", ok=False)
+    assert refused.exit_code == 2 and "'prob-distil'" in refused.output and "prob-distill" in refused.output
+    missing = run_cli("compare", "--report", "--name", "nothing-here", ok=False)
+    assert missing.exit_code == 2 and "no study named 'nothing-here'" in missing.output
