@@ -177,8 +177,9 @@ def submit_study(queue: JobQueue, spec: StudySpec, echo: Callable[[str], None] =
         except JobNotFound:
             return None  # another queue, or a wiped database: submit anew
         if job.state in ("failed", "cancelled"):
-            requeued = queue.retry(job_id)
-            done.retried.extend(requeued)
+            # The dependents that failed with it come back too (once, however many of their
+            # dependencies are retried).
+            done.retried.extend(i for i in queue.retry(job_id) if i not in done.retried)
             echo(f"retrying job {job_id} ({job.kind}, {key}), which had {job.state}")
         elif job_id not in done.retried:
             done.kept.append(job_id)
