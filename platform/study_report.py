@@ -8,6 +8,7 @@ The numbers come from MLflow only: each (difficulty, seed) evaluation job's `eva
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -63,6 +64,9 @@ class Row:
     std: float  # sample standard deviation over seeds (0 for one seed)
     per_seed: dict[int, float]
     versus_rgb: PairedTest | None  # None for the baseline itself or without one
+    # Per seed, the first epoch (1-based) whose validation accuracy is at least twice chance:
+    # where training leaves chance (None: never; absent: no curve, e.g. a fusion arm).
+    leaves_chance: dict[int, int | None] | None = None
 
     def flat(self) -> dict:
         test = self.versus_rgb
@@ -71,7 +75,19 @@ class Row:
                 "per_seed": " ".join(f"{s}:{v:.3f}" for s, v in sorted(self.per_seed.items())),
                 "diff_vs_rgb": None if test is None else round(test.mean_difference, 4),
                 "p_paired_t": None if test is None or test.p_t is None else round(test.p_t, 4),
-                "p_wilcoxon": None if test is None or test.p_wilcoxon is None else round(test.p_wilcoxon, 4)}
+                "p_wilcoxon": None if test is None or test.p_wilcoxon is None else round(test.p_wilcoxon, 4),
+                "epoch_leaving_chance": _epochs(self.leaves_chance)}
+
+
+def _epochs(leaves: dict[int, int | None] | None) -> str:
+    if not leaves:
+        return ""
+    return " ".join("-" if e is None else str(e) for _, e in sorted(leaves.items()))
+
+
+def leaves_chance(curve: list[float], classes: int) -> int | None:
+    """The first epoch (1-based) whose validation accuracy is at least 2 / classes."""
+    return next((epoch for epoch, value in enumerate(curve, 1) if value >= 2 / classes), None)
 
 
 def study_table(accuracy: dict[tuple[str, str], dict[int, float]], arms: list[str]) -> list[Row]:
@@ -116,14 +132,14 @@ def _result_key(uris: dict[str, str], prefix: str, arm: str) -> str | None:
 def format_rows(rows: list[Row]) -> str:
     """Markdown: what the README and the study run show."""
     headers = ["difficulty", "arm", "top-1 mean +- std", "seeds", "per seed", "vs RGB plain", "paired t p",
-               "Wilcoxon p"]
+               "Wilcoxon p", "epoch val >= 2x chance"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         test = row.versus_rgb
         cells = [row.difficulty, row.label, f"{row.mean:.3f} +- {row.std:.3f}", str(row.n),
                  " ".join(f"{v:.3f}" for _, v in sorted(row.per_seed.items())),
                  "" if test is None else f"{test.mean_difference:+.3f}",
-                 _p(test.p_t if test else None), _p(test.p_wilcoxon if test else None)]
+                 _p(test.p_t if test else None), _p(test.p_wilcoxon if test else None), _epochs(row.leaves_chance)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -177,6 +193,10 @@ def study_report(queue: JobQueue, name: str, *, log: bool = True) -> StudyReport
     arms = record.spec["arms"]
     rows = study_table(read_accuracies(client, evaluation_runs, record.uris, arms), arms)
     curves = _curves(queue, client, record, "val_accuracy")
+    classes = _classes(client, evaluation_runs)
+    rows = [dataclasses.replace(row, leaves_chance={seed: leaves_chance(curve, classes) for seed, curve in
+                                                    curves[(row.difficulty, row.arm)].items() if seed in row.per_seed})
+            if classes and (row.difficulty, row.arm) in curves else row for row in rows]
     actor_mass = _actor_mass(queue, client, record)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"csv": str(folder / "table.csv"), "markdown": str(folder / "table.md")}
@@ -185,6 +205,12 @@ def study_report(queue: JobQueue, name: str, *, log: bool = True) -> StudyReport
     files.update(_plots(rows, curves, folder))
     study_run = _log_study_run(client, record, folder, files) if log else record.study_run
     return StudyReport(name, rows, pending, actor_mass, files, study_run)
+
+
+def _classes(client, evaluation_runs: dict[str, str]) -> int | None:
+    for run_id in evaluation_runs.values():
+        return len(json.loads(Path(client.download_artifacts(run_id, "evaluation.json")).read_text())["classes"])
+    return None
 
 
 def _job_state(queue: JobQueue, job_id: int | None) -> tuple[str, str | None]:
