@@ -108,9 +108,11 @@ def study_table(accuracy: dict[tuple[str, str], dict[int, float]], arms: list[st
 
 def read_accuracies(client, evaluation_runs: dict[str, str], uris: dict[str, str],
                     arms: list[str]) -> dict[tuple[str, str], dict[int, float]]:
-    """Top-1 per (difficulty, arm) and seed from evaluation runs keyed "difficulty/seed"."""
+    """Top-1 per (difficulty, arm) and seed from evaluation runs keyed "difficulty/seed[/evaluate:...]"
+    (a seed may have several evaluations: one per set of arms submitted together)."""
     accuracy: dict[tuple[str, str], dict[int, float]] = {}
-    for prefix, run_id in evaluation_runs.items():
+    for key, run_id in evaluation_runs.items():
+        prefix = key.split("/evaluate")[0]
         difficulty, seed = prefix.split("/")
         report = json.loads(Path(client.download_artifacts(run_id, "evaluation.json")).read_text())
         for arm in arms:
@@ -187,9 +189,9 @@ def study_report(queue: JobQueue, name: str, *, log: bool = True) -> StudyReport
         prefix = key.split("/evaluate")[0]
         state, run_id = _job_state(queue, record.jobs.get(key))
         if state == "succeeded" and run_id:
-            evaluation_runs[prefix] = run_id
+            evaluation_runs[key] = run_id
         else:
-            pending.append(f"{prefix}: {state}")
+            pending.append(f"{prefix} ({', '.join(record.evaluations[key])}): {state}")
     arms = record.spec["arms"]
     rows = study_table(read_accuracies(client, evaluation_runs, record.uris, arms), arms)
     curves = _curves(queue, client, record, "val_accuracy")
