@@ -204,7 +204,10 @@ def study_report(queue: JobQueue, name: str, *, log: bool = True) -> StudyReport
     files = {"csv": str(folder / "table.csv"), "markdown": str(folder / "table.md")}
     Path(files["csv"]).write_text(rows_csv(rows))
     Path(files["markdown"]).write_text(format_rows(rows) + "\n")
-    files.update(_plots(rows, curves, folder))
+    # Validation accuracy of every arm, and Eq. 8's motion KL (student map vs teacher map) of the
+    # attention-distilled ones: whether the student learns the teacher's maps at all.
+    files.update(_plots(rows, {"val_accuracy": curves,
+                               "train_motion_kl": _curves(queue, client, record, "train_motion_kl")}, folder))
     study_run = _log_study_run(client, record, folder, files) if log else record.study_run
     return StudyReport(name, rows, pending, actor_mass, files, study_run)
 
@@ -257,7 +260,7 @@ def _actor_mass(queue, client, record) -> dict[str, float]:
     return {d: statistics.fmean(v) for d, v in values.items()}
 
 
-def _plots(rows: list[Row], curves: dict, folder: Path) -> dict[str, str]:
+def _plots(rows: list[Row], curves: dict[str, dict], folder: Path) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a queue worker or CI
@@ -283,19 +286,23 @@ def _plots(rows: list[Row], curves: dict, folder: Path) -> dict[str, str]:
         files["accuracy_plot"] = str(folder / "accuracy.png")
         figure.savefig(files["accuracy_plot"], dpi=100)
         plt.close(figure)
-    if curves:
-        difficulties = list(dict.fromkeys(d for d, _ in curves))
-        figure, axes = plt.subplots(1, len(difficulties), figsize=(4.5 * len(difficulties), 3.4), squeeze=False)
-        for axis, difficulty in zip(axes[0], difficulties):
-            for (d, arm), by_seed in curves.items():
-                if d != difficulty:
-                    continue
-                length = min(len(v) for v in by_seed.values())
-                mean = [statistics.fmean(v[e] for v in by_seed.values()) for e in range(length)]
-                axis.plot(range(1, length + 1), mean, label=ARMS[arm].label)
-            axis.set_title(f"{difficulty}: validation accuracy (mean over seeds)", fontsize=9)
-            axis.set_xlabel("epoch")
-            axis.legend(fontsize=7)
+    panels = [(metric, by) for metric, by in curves.items() if by]
+    if panels:
+        difficulties = list(dict.fromkeys(d for _, by in panels for d, _ in by))
+        figure, axes = plt.subplots(len(panels), len(difficulties), squeeze=False,
+                                    figsize=(4.5 * len(difficulties), 3.2 * len(panels)))
+        for row, (metric, by) in enumerate(panels):
+            for axis, difficulty in zip(axes[row], difficulties):
+                for (d, arm), by_seed in by.items():
+                    if d != difficulty:
+                        continue
+                    length = min(len(v) for v in by_seed.values())
+                    mean = [statistics.fmean(v[e] for v in by_seed.values()) for e in range(length)]
+                    axis.plot(range(1, length + 1), mean, marker=".", label=ARMS[arm].label,
+                              color=f"C{list(ARMS).index(arm)}")  # one colour per arm in every panel
+                axis.set_title(f"{difficulty}: {metric} (mean over seeds)", fontsize=9)
+                axis.set_xlabel("epoch")
+                axis.legend(fontsize=7)
         figure.tight_layout()
         files["curves_plot"] = str(folder / "curves.png")
         figure.savefig(files["curves_plot"], dpi=100)
