@@ -42,7 +42,8 @@ def _evaluation_run(client, results: dict[str, float]) -> str:
     run = client.create_run(tracking.experiment_id(client, "vidistill"), run_name="evaluate (test)")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "evaluation.json"
-        path.write_text(json.dumps({"results": {key: {"top1": value} for key, value in results.items()}}))
+        path.write_text(json.dumps({"classes": ["a", "b", "c", "d"],
+                                    "results": {key: {"top1": value} for key, value in results.items()}}))
         client.log_artifact(run.info.run_id, str(path))
     client.set_terminated(run.info.run_id)
     return run.info.run_id
@@ -124,3 +125,60 @@ def test_compare_help_teaches_and_bad_input_names_the_choices(cli_env):
     assert refused.exit_code == 2 and "'prob-distil'" in refused.output and "prob-distill" in refused.output
     missing = run_cli("compare", "--report", "--name", "nothing-here", ok=False)
     assert missing.exit_code == 2 and "no study named 'nothing-here'" in missing.output
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the queue is only read here
+def test_the_report_of_finished_jobs_writes_the_table_and_plots_and_logs_them_to_one_study_run(queue, trainer_home):
+    from pathlib import Path
+
+    from vidistill.platform.queue import Capacity, JobState
+    from vidistill.platform.study import StudyRecord, study_folder
+    from vidistill.platform.study_report import study_report
+    from vidistill.trainers import tracking
+
+    client = tracking.configure()
+    experiment = tracking.experiment_id(client, "vidistill")
+    everything = Capacity(total_cpus=100, total_gpus=0, max_worker_cpus=100, max_worker_gpus=0)
+
+    def finished_job(run_id: str) -> int:
+        job = queue.insert_job("evaluate", {}, num_workers=1, cpus_per_worker=1, gpus_per_worker=0)
+        assert queue.claim_next_job("d", everything).id == job.id
+        queue.set_mlflow_run_id(job.id, run_id)
+        queue.finish(job.id, "d", JobState.SUCCEEDED)
+        return job.id
+
+    def training_run(val_accuracy: list[float], **last: float) -> str:
+        run_id = client.create_run(experiment).info.run_id
+        for epoch, value in enumerate(val_accuracy):
+            client.log_metric(run_id, "val_accuracy", value, step=epoch)
+        for name, value in last.items():
+            client.log_metric(run_id, name, value)
+        return run_id
+
+    record = StudyRecord({"name": "known", "arms": ["rgb-plain", "prob-distill"], "seeds": [0, 1],
+                          "difficulties": ["easy"], "size": "tiny"}, "digest")
+    curves = {0: ([0.25, 0.5, 0.75], [0.25, 0.25, 0.5]), 1: ([0.25, 0.25, 0.25], [0.5, 0.75, 1.0])}
+    top1 = {0: (0.5, 0.625), 1: (0.625, 0.875)}
+    for seed in (0, 1):
+        for i, arm in enumerate(("rgb-plain", "prob-distill")):
+            extra = {"teacher_actor_mass_ratio": 1.5 + seed, "train_motion_kl": 0.4} if i else {}
+            record.jobs[f"easy/{seed}/{arm}"] = finished_job(training_run(curves[seed][i], **extra))
+            record.uris[f"easy/{seed}/{arm}"] = f"models:/known-{arm}@job-{seed}"
+        evaluation = _evaluation_run(client, {record.uris[f"easy/{seed}/{a}"]: top1[seed][i]
+                                              for i, a in enumerate(("rgb-plain", "prob-distill"))})
+        key = f"easy/{seed}/evaluate:rgb-plain+prob-distill"
+        record.jobs[key] = finished_job(evaluation)
+        record.evaluations[key] = ["rgb-plain", "prob-distill"]
+    record.save(study_folder(queue.settings, "known") / "study.json")
+
+    report = study_report(queue, "known")
+    rgb, student = report.rows
+    assert (rgb.mean, student.mean) == (pytest.approx(0.5625), pytest.approx(0.75))
+    # 4 classes: twice chance is 0.5, reached at epoch 2 (seed 0) and never (seed 1) by RGB.
+    assert rgb.leaves_chance == {0: 2, 1: None} and student.leaves_chance == {0: 3, 1: 1}
+    assert report.actor_mass == {"easy": pytest.approx(2.0)} and report.pending == []
+    assert "| easy | RGB I3D (plain) | 0.562 +- 0.088 | 2 | 0.500 0.625 |" in Path(report.files["markdown"]).read_text()
+    logged = {f.path for f in client.list_artifacts(report.study_run)}
+    assert {"table.csv", "table.md", "accuracy.png", "curves.png", "study.json"} <= logged
+    assert Path(report.files["curves_plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert study_report(queue, "known").study_run == report.study_run  # one run per study, updated
