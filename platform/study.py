@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,6 +46,7 @@ class Arm:
 
 
 TEACHER = "flow-teacher"
+WARM = "warm-start"  # the pretraining set's folder and job keys
 BASELINE = "rgb-plain"  # every paired test compares against it
 # Named from the existing registries: attention variants (trainers/models) and distillation
 # methods (trainers/methods). Rows of the paper's Tables 1 and 2.
@@ -75,6 +77,9 @@ class StudySpec:
     difficulties: list[str] = field(default_factory=lambda: ["easy"])
     size: str = "tiny"  # a quickstart size: data, preparation and schedule
     common: list[str] = field(default_factory=list)  # dotted overrides for every training job
+    # Pretrain the backbones (plain RGB I3D, flow teacher) once on a larger, separate synthetic
+    # set, and start every arm from them (platform/warm_start.py); False: from scratch.
+    warm_start: bool = False
     priority: int = 0
     owner: str | None = None
 
@@ -99,7 +104,7 @@ class StudySpec:
 
     def settings_digest(self) -> str:
         """What must not change between a study's runs (arms and seeds may grow)."""
-        return hashlib.sha256(json.dumps([self.size, self.common], sort_keys=True)
+        return hashlib.sha256(json.dumps([self.size, self.common, *(["warm"] if self.warm_start else [])], sort_keys=True)
                               .encode()).hexdigest()[:16]
 
     def trained_arms(self) -> list[str]:
@@ -157,7 +162,7 @@ def submit_study(queue: JobQueue, spec: StudySpec, echo: Callable[[str], None] =
     path = folder / "study.json"
     record = StudyRecord.load(path)
     if record is not None and record.digest != spec.settings_digest():
-        raise StudyError(f"study {spec.name!r} was submitted with another size or --set "
+        raise StudyError(f"study {spec.name!r} was submitted with another size, --set or --warm-start "
                          f"({path}); choose another --name, or give the same settings to resume it")
     if record is None:
         record = StudyRecord(asdict(spec), spec.settings_digest())
@@ -195,12 +200,36 @@ def submit_study(queue: JobQueue, spec: StudySpec, echo: Callable[[str], None] =
             record.save(path)  # after every job, so an interrupted submission resumes without duplicates
         return job_id
 
+    def prepared_set(label: str, synthetic: dict) -> tuple[dict, int, object]:
+        source, prepared, size = _write_data(folder / label, spec.size, synthetic, echo)
+        prepare_id = step(f"{label}/prepare", "prepare",
+                          {"root": str(source), "out": str(prepared), "layout": "generic", **size.prepare}, [])
+        return {"root": str(source), "prepared": str(prepared), "layout": "generic"}, prepare_id, size
+
+    # The warm start: backbones pretrained once, on a separate set (its own seed, twice the videos).
+    pretrained: dict[str, tuple[str, int]] = {}  # modality -> (checkpoint path, the job writing it)
+    if spec.warm_start:
+        from vidistill.platform.quickstart import SIZES
+
+        base = SIZES[spec.size].synthetic
+        data, prepare_id, size = prepared_set(WARM, {**base, "seed": 1000, "videos_per_class": 2 * base["videos_per_class"]})
+        for modality, arm in (("rgb", BASELINE), ("flow", TEACHER)):
+            config = {**data, "set": [*size.training, f"data.name=study-{spec.name}-{WARM}", *spec.common,
+                                      *(size.teacher if arm == TEACHER else ()), *ARMS[arm].overrides]}
+            job_id = step(f"{WARM}/{modality}", ARMS[arm].kind, config, [prepare_id])
+            resolved = get_kind(ARMS[arm].kind).parse(config).resolved
+            uri = f"models:/{registered_name(resolved)}@{job_alias(job_id)}"
+            checkpoint = folder / WARM / f"{modality}.pt"
+            export = {"command": f"{sys.executable} -m vidistill.platform.warm_start {uri} {checkpoint}",
+                      "cpus": 1.0, "workdir": str(folder)}
+            pretrained[modality] = (str(checkpoint), step(f"{WARM}/export-{modality}", "command", export, [job_id]))
+
     trained = spec.trained_arms()
     for difficulty in spec.difficulties:
-        source, prepared, size = _write_data(folder / difficulty, spec.size, difficulty, echo)
-        data = {"root": str(source), "prepared": str(prepared), "layout": "generic"}
-        prepare_id = step(f"{difficulty}/prepare", "prepare",
-                          {"root": str(source), "out": str(prepared), "layout": "generic", **size.prepare}, [])
+        from vidistill.datasets.synthetic import DIFFICULTIES
+        from vidistill.platform.quickstart import SIZES
+
+        data, prepare_id, size = prepared_set(difficulty, {**SIZES[spec.size].synthetic, **DIFFICULTIES[difficulty]})
         common = [*size.training, f"data.name=study-{spec.name}-{difficulty}", *spec.common]
         for seed in spec.seeds:
             prefix = f"{difficulty}/{seed}"
@@ -213,6 +242,10 @@ def submit_study(queue: JobQueue, spec: StudySpec, echo: Callable[[str], None] =
                 if arm.kind == "distill":
                     config["teacher"] = record.uris[f"{prefix}/{TEACHER}"]
                     after = [ids[TEACHER]]
+                if pretrained:
+                    checkpoint, export_id = pretrained["flow" if name == TEACHER else "rgb"]
+                    config["set"].insert(-1, f"model.pretrained={checkpoint}")
+                    after.append(export_id)
                 ids[name] = step(f"{prefix}/{name}", arm.kind, config, after)
                 resolved = get_kind(arm.kind).parse(config).resolved
                 record.uris[f"{prefix}/{name}"] = f"models:/{registered_name(resolved)}@{job_alias(ids[name])}"
@@ -261,13 +294,13 @@ def wait_for_study(queue: JobQueue, record: StudyRecord, echo: Callable[[str], N
         time.sleep(poll)
 
 
-def _write_data(folder: Path, size_name: str, difficulty: str, echo) -> tuple[Path, Path, object]:
-    """The difficulty's synthetic set under `folder/source` (written once); (source, prepared, size)."""
-    from vidistill.datasets.synthetic import DIFFICULTIES, SyntheticConfig, make_synthetic
+def _write_data(folder: Path, size_name: str, synthetic: dict, echo) -> tuple[Path, Path, object]:
+    """The synthetic set under `folder/source` (written once); (source, prepared, size)."""
+    from vidistill.datasets.synthetic import SyntheticConfig, make_synthetic
     from vidistill.platform.quickstart import SIZES
 
     size = SIZES[size_name]
-    config = SyntheticConfig(**{**size.synthetic, **DIFFICULTIES[difficulty]})
+    config = SyntheticConfig(**synthetic)
     source, prepared = folder / "source", folder / "prepared"
     recorded = source / "synthetic.json"
     if not (recorded.is_file() and json.loads(recorded.read_text()) == json.loads(json.dumps(asdict(config)))):
@@ -275,7 +308,7 @@ def _write_data(folder: Path, size_name: str, difficulty: str, echo) -> tuple[Pa
             raise StudyError(f"{source} holds a synthetic set made with other settings; remove the study's "
                              f"folder {folder.parent} or choose another --name")
         make_synthetic(source, config)
-        echo(f"{difficulty}: wrote {config.classes * config.videos_per_class} videos to {source}")
+        echo(f"{folder.name}: wrote {config.classes * config.videos_per_class} videos to {source}")
     return source, prepared, size
 
 

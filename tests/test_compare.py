@@ -182,3 +182,49 @@ def test_the_report_of_finished_jobs_writes_the_table_and_plots_and_logs_them_to
     assert {"table.csv", "table.md", "accuracy.png", "curves.png", "study.json"} <= logged
     assert Path(report.files["curves_plot"]).read_bytes()[:4] == b"\x89PNG"
     assert study_report(queue, "known").study_run == report.study_run  # one run per study, updated
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_warm_started_study_pretrains_once_and_every_arm_starts_from_the_exported_backbone(cli_env):
+    from vidistill.platform.queue import JobQueue
+
+    queue = JobQueue(cli_env)
+    study = _compare("--arms", "rgb-plain,prob-distill", "--seeds", "0,1", "--warm-start", "--name", "warm")
+    jobs = study["jobs"]
+    # Once for the study: a separate set (seed 1000, twice the videos), its prepare, two
+    # pretrainings and two exports; then per seed teacher, two arms and the evaluation.
+    assert len(study["submitted"]) == 1 + 2 + 2 + 1 + 2 * 4
+    source = cli_env.home / "studies" / "warm" / "warm-start" / "source"
+    recorded = json.loads((source / "synthetic.json").read_text())
+    assert (recorded["seed"], recorded["videos_per_class"]) == (1000, 8)
+    export = queue.get(jobs["warm-start/export-rgb"])
+    assert export.kind == "command" and export.dependency_ids == [jobs["warm-start/rgb"]]
+    assert "-m vidistill.platform.warm_start models:/study-warm-warm-start-rgb-none@job-" in export.config["command"]
+    for seed in (0, 1):
+        for arm, modality in (("flow-teacher", "flow"), ("rgb-plain", "rgb"), ("prob-distill", "rgb")):
+            job = queue.get(jobs[f"easy/{seed}/{arm}"])
+            checkpoint = cli_env.home / "studies" / "warm" / "warm-start" / f"{modality}.pt"
+            assert f"model.pretrained={checkpoint}" in job.config["set"]
+            assert jobs[f"warm-start/export-{modality}"] in job.dependency_ids
+    refused = run_cli("compare", "--no-wait", "--arms", "rgb-plain", "--name", "warm", ok=False)
+    assert refused.exit_code == 2 and "--warm-start" in refused.output  # from scratch under the same name
+
+
+def test_an_exported_backbone_loads_into_every_network_an_arm_builds(tmp_path):
+    import torch
+
+    from vidistill.platform.warm_start import backbone_state
+    from vidistill.trainers.models import create_model, create_student, create_teacher
+
+    torch.manual_seed(0)
+    rgb = create_model("i3d_tiny", num_classes=4, attention="none")
+    torch.save(backbone_state(rgb), tmp_path / "rgb.pt")
+    flow = create_teacher("i3d_tiny", num_classes=4)
+    torch.save(backbone_state(flow), tmp_path / "flow.pt")
+    reference = next(iter(backbone_state(rgb).items()))
+    for network in (create_model("i3d_tiny", num_classes=4, attention="soft-atten", pretrained=tmp_path / "rgb.pt"),
+                    create_student("i3d_tiny", num_classes=4, pretrained=tmp_path / "rgb.pt")):
+        assert torch.equal(backbone_state(network)[reference[0]], reference[1])
+    teacher = create_teacher("i3d_tiny", num_classes=4, pretrained=tmp_path / "flow.pt")
+    key, value = next(iter(backbone_state(flow).items()))
+    assert torch.equal(backbone_state(teacher)[key], value)

@@ -31,6 +31,10 @@ def _seeds(value: str) -> list[int]:
                    "quickstart's 96 videos and 30 epochs (~2 min a model on a 2-core CPU); large: for a GPU.")
 @click.option("--set", "common", multiple=True, metavar="KEY=VALUE",
               help="Override for every training job, e.g. --set epochs=15.")
+@click.option("--warm-start/--from-scratch", default=False, show_default=True,
+              help="Pretrain a plain RGB I3D and the flow teacher once on a larger, separate synthetic set "
+                   "(seed 1000, twice the videos) and start every arm from their backbones, as the paper "
+                   "starts from Kinetics.")
 @click.option("--report", "report_only", is_flag=True,
               help="Submit nothing: print the table of the study --name from what has finished.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
@@ -38,7 +42,7 @@ def _seeds(value: str) -> list[int]:
 @click.option("--timeout", type=float, default=None, help="Stop waiting after this many seconds (the jobs go on).")
 @click.option("--priority", type=int, default=0, show_default=True, help="Priority of every job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs and the table as JSON (progress to stderr).")
-def compare(name, arms, seeds, difficulties, size, common, report_only, wait, timeout, priority, as_json) -> None:
+def compare(name, arms, seeds, difficulties, size, common, warm_start, report_only, wait, timeout, priority, as_json) -> None:
     """Compare distillation methods on the synthetic motion benchmark, with paired seeds.
 
     \b
@@ -90,7 +94,7 @@ def compare(name, arms, seeds, difficulties, size, common, report_only, wait, ti
     submitted = None
     if not report_only:
         spec = StudySpec(name=name, arms=_names(arms), seeds=_seeds(seeds), difficulties=levels, size=size,
-                         common=list(common), priority=priority)
+                         common=list(common), warm_start=warm_start, priority=priority)
         try:
             submitted = submit_study(queue, spec, echo)
         except (StudyError, ConfigError, JobNotFound) as error:
