@@ -64,6 +64,11 @@ class SyntheticConfig:
     codec: str = "mpeg4"
     test_fraction: float = 0.25
     seed: int = 0
+    # The difficulty levers (issue 13): where-to-look matters more with smaller actors among
+    # more identical static copies, and distractors that drift make "something moves" no
+    # longer enough to find the actor (a flow teacher must see *how* it moves).
+    actor_size: float = 0.18  # the object's size as a fraction of min(width, height)
+    distractor_drift: float = 0.0  # pixels per frame each distractor drifts, in a random direction
 
     def __post_init__(self) -> None:
         if not 2 <= self.classes <= len(MOTION_PATTERNS):
@@ -77,6 +82,9 @@ class SyntheticConfig:
             raise DatasetError("width and height must be even and at least 32")
         if self.frames < 2 or self.videos_per_class < 1 or self.distractors < 0:
             raise DatasetError("need frames >= 2, videos_per_class >= 1, distractors >= 0")
+        if not 0.04 <= self.actor_size <= 0.4 or self.distractor_drift < 0:
+            raise DatasetError(f"need actor_size in [0.04, 0.4] (got {self.actor_size}) and distractor_drift >= 0 "
+                               f"(got {self.distractor_drift})")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -102,7 +110,7 @@ def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator
     """(frames, height, width, 3) uint8 RGB frames of one video of the given motion pattern;
     the moving actor's centre (x, y) in pixels at every frame is appended to `actor_track`."""
     width, height = config.width, config.height
-    size = 0.18 * min(width, height)
+    size = config.actor_size * min(width, height)
     outline = _object_outline(size)
     background = rng.integers(30, 100, size=3)
     colour = tuple(int(c) for c in rng.integers(150, 256, size=3))
@@ -120,18 +128,32 @@ def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator
          rng.uniform(0, 2 * math.pi))
         for _ in range(config.distractors)
     ]
+    # Drawn after everything else, and only when asked for, so the default set stays as it was.
+    drift = np.zeros((len(distractors), 2))
+    if config.distractor_drift > 0:
+        heading = rng.uniform(0, 2 * math.pi, len(distractors))
+        drift = config.distractor_drift * np.stack([np.cos(heading), np.sin(heading)], axis=1)
     video = np.empty((config.frames, height, width, 3), np.uint8)
     for i in range(config.frames):
         image = np.empty((height, width, 3), np.uint8)
         image[:] = background
-        for x, y, a in distractors:
-            _draw(image, (x, y), a, outline, colour)
+        for (x, y, a), (vx, vy) in zip(distractors, drift):
+            _draw(image, (x + vx * i, y + vy * i), a, outline, colour)
         _draw(image, start + path[i], start_angle + angle[i], outline, colour)
         if actor_track is not None:
             actor_track.append([float(c) for c in start + path[i]])
         noisy = image + rng.normal(0.0, config.noise * 255.0, image.shape)
         video[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return video
+
+
+# The generator's difficulty axis: SyntheticConfig fields per level, on top of a size's own
+# (classes, videos, frames). "easy" is the set the accuracy benchmark and quickstart use.
+DIFFICULTIES: dict[str, dict] = {
+    "easy": dict(distractors=1),
+    "medium": dict(distractors=3, actor_size=0.14),
+    "hard": dict(distractors=5, actor_size=0.11, distractor_drift=0.6),
+}
 
 
 def make_synthetic(out: Path | str, config: SyntheticConfig = SyntheticConfig()) -> Path:

@@ -133,3 +133,20 @@ def test_eq7_as_the_paper_writes_it_sums_the_branches_softmax_outputs():
     assert not torch.allclose((per_branch[0] + per_branch[1]).softmax(-1), expected)
     with pytest.raises(ValueError, match="branch fusion must be one of"):
         create_model("i3d_tiny", num_classes=4, attention="prob-atten", attention_heads=("a", "b"), branch_fusion="max")
+
+
+def test_the_gumbel_temperature_anneals_geometrically_to_its_final_value_and_reaches_the_modules():
+    from vidistill.trainers.config import ConfigError, gumbel_temperature_at, load_config
+    from vidistill.trainers.models import create_student
+    from vidistill.trainers.models.attention import ProbabilisticAttention, set_gumbel_temperature
+
+    base = ["data.prepared=/x", "data.root=/y", "role=rgb"]
+    model = load_config(overrides=[*base, "model.gumbel_temperature_start=5"]).model
+    assert [round(gumbel_temperature_at(model, e, 3), 4) for e in range(3)] == [5.0, round(5 * 0.1 ** 0.5, 4), 0.5]
+    constant = load_config(overrides=base).model
+    assert {gumbel_temperature_at(constant, e, 10) for e in range(10)} == {0.5}
+    with pytest.raises(ConfigError, match="gumbel_temperature_start"):
+        load_config(overrides=[*base, "model.gumbel_temperature_start=0"])
+    student = create_student("i3d_tiny", num_classes=4)
+    assert set_gumbel_temperature(student, 2.0) >= 1
+    assert {m.temperature for m in student.modules() if isinstance(m, ProbabilisticAttention)} == {2.0}

@@ -106,3 +106,26 @@ def test_cli_make_synthetic_writes_a_generic_dataset_in_the_chosen_codec(tmp_pat
     assert again.exit_code == 1 and "already holds a dataset; choose an empty folder" in again.output
     bad = CliRunner().invoke(cli, ["datasets", "make-synthetic", str(tmp_path / "x"), "--classes", "9"])
     assert bad.exit_code == 1 and f"classes must be 2..{len(MOTION_PATTERNS)}" in bad.output
+
+
+def test_difficulty_levers_shrink_the_actor_and_make_distractors_drift():
+    from vidistill.datasets.synthetic import DIFFICULTIES
+
+    def foreground(video, frame):
+        return (np.abs(video[frame].astype(int) - video[frame, 0, 0]).sum(axis=-1) > 60).sum()
+
+    alone = SyntheticConfig(classes=4, frames=12, width=128, height=96, distractors=0, noise=0.0)
+    small = SyntheticConfig(**{**alone.__dict__, "actor_size": 0.09})
+    # Area goes with the square of the size: half the size, about a quarter of the pixels.
+    ratio = foreground(render("move-right", config=small), 0) / foreground(render("move-right", config=alone), 0)
+    assert 0.15 < ratio < 0.35
+    # A still pattern (rotation in place) among distractors: with drift the first frame is the
+    # same, the last one is not (the distractors moved), and without drift they stay put.
+    still = SyntheticConfig(classes=8, frames=12, width=128, height=96, distractors=3, noise=0.0)
+    drifting = SyntheticConfig(**{**still.__dict__, "distractor_drift": 2.0})
+    a, b = render("rotate-clockwise", config=still), render("rotate-clockwise", config=drifting)
+    assert np.array_equal(a[0], b[0])
+    assert np.abs(a[-1].astype(int) - b[-1]).sum(axis=-1).astype(bool).sum() > 200
+    assert set(DIFFICULTIES) == {"easy", "medium", "hard"}
+    with pytest.raises(Exception, match="actor_size"):
+        SyntheticConfig(actor_size=0.9)

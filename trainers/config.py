@@ -59,11 +59,25 @@ class ModelConfig(Schema):
     attention: str = Field("prob-atten", description="none | soft-atten | soft-res | prob-atten")
     pretrained: str = Field("", description="pytorch-i3d checkpoint (rgb_imagenet.pt / flow_imagenet.pt); empty: random init")
     dropout: float = 0.7
-    gumbel_temperature: float = 0.5
+    gumbel_temperature: float = Field(0.5, gt=0, description="temperature of the Gumbel-softmax samples (prob-atten); "
+                                      "the final one when gumbel_temperature_start is set")
+    # At 0.5 from scratch each clip pools from ~2.4 of 25 cells and the backbone's gradient is
+    # noisy (issue 13): a start temperature anneals to gumbel_temperature over the epochs.
+    gumbel_temperature_start: float | None = Field(None, gt=0, description="anneal the Gumbel temperature "
+                                                   "geometrically from this (first epoch) to gumbel_temperature "
+                                                   "(last epoch); empty: constant")
     # Eq. 7 for the two-branch student: "logits" sums the branches' logits (a product of
     # experts, the default so far), "probs" sums their softmax outputs as the paper writes it.
     branch_fusion: Literal["logits", "probs"] = Field(
         "logits", description="Eq. 7 for the two-branch student: logits (sum of logits) | probs (sum of softmax outputs)")
+
+
+def gumbel_temperature_at(model: ModelConfig, epoch: int, epochs: int) -> float:
+    """The schedule: start * (end / start) ** (epoch / (epochs - 1)), 0-based epochs; constant without a start."""
+    end, start = model.gumbel_temperature, model.gumbel_temperature_start
+    if start is None or epochs < 2:
+        return end
+    return start * (end / start) ** (epoch / (epochs - 1))
 
 
 class OptimConfig(Schema):

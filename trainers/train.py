@@ -30,11 +30,12 @@ import torch
 from vidistill.datasets.ray_session import connect_ray
 from vidistill.trainers import tracking
 from vidistill.trainers.attention_images import attention_grid, write_png
-from vidistill.trainers.config import TrainConfig, worker_resources
+from vidistill.trainers.config import TrainConfig, gumbel_temperature_at, worker_resources
 from vidistill.trainers.data import MODALITY, clip_loader, open_splits
 from vidistill.trainers import methods
 from vidistill.trainers.losses import TeacherSignals, recognition_loss
 from vidistill.trainers.models import create_model, create_student, create_teacher
+from vidistill.trainers.models.attention import set_gumbel_temperature
 from vidistill.trainers.kept_weights import TAG_KEPT, BestOnValidation, kept_model_state
 from vidistill.trainers.precise_bn import full_frame_training_clips, recompute_batchnorm
 from vidistill.trainers.teacher import check_teacher_fits, load_teacher, pin_run_teacher, state_digest
@@ -259,6 +260,10 @@ def train_worker(args: dict) -> None:
         began = time.perf_counter()
         model.train()
         train_loader.set_epoch(epoch)
+        scheduled = config.model.gumbel_temperature_start is not None
+        if scheduled:
+            temperature = gumbel_temperature_at(config.model, epoch, config.epochs)
+            set_gumbel_temperature(core, temperature)
         sums, clips = {}, 0
         for step, batch in enumerate(train_loader):
             x = batch[input_key].to(device, memory_format=memory_format)
@@ -286,6 +291,8 @@ def train_worker(args: dict) -> None:
         scheduler.step(metrics["val_loss"])
         best.update(epoch, metrics, core.state_dict())
         metrics.update(best.metrics())
+        if scheduled:
+            metrics["gumbel_temperature"] = temperature
         metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], epoch_seconds=train_seconds,
                        train_clips_per_second=_total(clips, device) / train_seconds)
 

@@ -8,6 +8,7 @@ import click
 from vidistill.platform.cli.models import check_models
 from vidistill.platform.cli.datasets import datasets
 from vidistill.platform.cli.cluster import cluster, dispatcher
+from vidistill.platform.cli.compare import compare
 from vidistill.platform.cli.jobs import jobs
 from vidistill.platform.cli.detection import make_untrimmed_command
 from vidistill.platform.cli.pipeline import pipeline
@@ -40,6 +41,7 @@ cli.add_command(datasets)
 datasets.add_command(make_untrimmed_command)
 cli.add_command(submit_job)
 cli.add_command(pipeline)
+cli.add_command(compare)
 cli.add_command(jobs)
 cli.add_command(dispatcher)
 cli.add_command(cluster)

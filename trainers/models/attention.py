@@ -141,6 +141,14 @@ class ProbabilisticAttention(SoftAttention):
         return AttentionMap(log_probs, weights, probabilistic=True)
 
 
+def set_gumbel_temperature(model: torch.nn.Module, temperature: float) -> int:
+    """Set the temperature of every probabilistic attention module of `model`; returns how many."""
+    modules = [m for m in model.modules() if isinstance(m, ProbabilisticAttention)]
+    for module in modules:
+        module.temperature = temperature
+    return len(modules)
+
+
 def pool_attention_to_grid(weights: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     """Carry a map from phi's grid (Mixed_4f) to the block-5 grid (Mixed_5c) it selects from.
 
