@@ -62,10 +62,11 @@ class TrainDetectorJobConfig(Schema):
     features: list[str] = Field(description="feature folder(s): one stream, or several concatenated "
                                             "(rgb + flow = two-stream)")
     layout: str = Field("thumos14", description="thumos14 | activitynet | charades")
-    name: str | None = Field(None, description="registered name [default: <data>-detector-<streams>]")
+    name: str | None = Field(None, description="registered name [default: <data>-detector-<streams>[-<method>]]")
     set: list[str] = Field(default_factory=list, description=(
         "override of the detector config (vidistill.trainers.detection.train.DetectorTrainConfig), "
-        "e.g. epochs=40, head=dense, neck=fpn, dim=256"))
+        "e.g. epochs=40, head=dense, neck=fpn, dim=256; distillation: method=decomposed, "
+        "'teachers=[{features: FLOW_DIR, detector: \"models:/NAME/1\"}]', method_options.fusion_window=5"))
     gpus: float = Field(0.0, description="GPUs (0: CPU)")
 
     def train_config(self):

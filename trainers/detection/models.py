@@ -85,9 +85,16 @@ class Encoder(nn.Module):
         self.stem = nn.ModuleList(LocalAttentionLayer(dim, heads, window, dropout) for _ in range(stem))
         self.branch = nn.ModuleList(LocalAttentionLayer(dim, heads, window, dropout) for _ in range(levels - 1))
 
+    def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, C, T) -> (B, T, D): the 1D-conv projection, the layer distillation methods mimic."""
+        return self.project(x).transpose(1, 2) * mask[..., None]
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
         """x (B, C, T), mask (B, T) -> [(B, T_l, D)] and [(B, T_l)] for levels l, T_l = T / 2^l."""
-        x = self.project(x).transpose(1, 2) * mask[..., None]
+        return self.pyramid(self.embed(x, mask), mask)
+
+    def pyramid(self, x: torch.Tensor, mask: torch.Tensor):
+        """The encoder after the projection: x (B, T, D) -> the levels' features and masks."""
         for layer in self.stem:
             x = layer(x, mask)
         features, masks = [x], [mask]
@@ -211,8 +218,10 @@ class Detector(nn.Module):
         return 2 ** (self.levels - 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict:
-        features, masks = self.encoder(x, mask)
-        return self.head(self.neck(features, masks), masks)
+        """The head's output, plus "embedding" (B, T, D): the projected input a distillation loss may read."""
+        embedding = self.encoder.embed(x, mask)
+        features, masks = self.encoder.pyramid(embedding, mask)
+        return {**self.head(self.neck(features, masks), masks), "embedding": embedding}
 
 
 def create_detector(in_channels: int, num_classes: int, **kwargs) -> Detector:

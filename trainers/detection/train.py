@@ -9,6 +9,12 @@ map to the feature grid as in features.py: snippet i is centred at
 AdamW, linear warm-up then cosine decay, gradient clipping, one MLflow run, the model
 registered at the end with what it was trained on as tags, so `evaluate-detectors` needs
 only its registry URI.
+
+Distillation (`method`, `teachers`, `method_options`): the method of
+trainers/detection/methods builds the student and names its loss terms; each teacher stream's
+features are loaded beside the student's (same videos, same crop) and its frozen detector, if
+given, is run on them without gradient. The student is evaluated and registered on its own
+features only: a distilled RGB detector needs no flow at inference.
 """
 from __future__ import annotations
 
@@ -26,13 +32,23 @@ from pydantic import Field
 from vidistill.datasets.detection.annotations import read_detection_set
 from vidistill.datasets.layouts import DatasetConfig
 from vidistill.trainers.detection.features import load_manifest
+from vidistill.trainers.detection.methods import StudentSpec, TeacherBatch, get_detection_method
 from vidistill.trainers.detection.metrics import PROTOCOLS, Detection, SegmentMAP, frame_map, segment_map
-from vidistill.trainers.detection.models import (Detector, create_detector, decode_segments, detection_loss,
-                                                 list_heads, list_necks, point_targets, soft_nms)
+from vidistill.trainers.detection.models import Detector, decode_segments, list_heads, list_necks, point_targets, soft_nms
 from vidistill.trainers.schema import ConfigError, Schema
 
 TAG_DATA = "vidistill.detection_data"  # JSON: root, layout, features, subsets, protocol
 TAG_STREAMS = "vidistill.streams"
+TAG_METHOD = "vidistill.detection_method"
+TAG_TEACHERS = "vidistill.teachers"  # JSON: the teacher streams a distilled detector learnt from
+
+
+class TeacherStream(Schema):
+    """A teacher of a distillation method: its features, optionally its frozen detector, a weight."""
+
+    features: str = Field(description="feature folder of the teacher stream (e.g. flow), same grid as the student's")
+    detector: str | None = Field(None, description="frozen teacher detector trained on those features, models:/NAME/VERSION")
+    weight: float = Field(1.0, ge=0, description="weight the method applies to this teacher's terms")
 
 
 class DetectorTrainConfig(Schema):
@@ -64,10 +80,31 @@ class DetectorTrainConfig(Schema):
     experiment: str = "vidistill-detection"
     name: str | None = Field(None, description="registered model name [default: <data>-detector-<streams>]")
     registry: bool = Field(True, description="log to MLflow and register the model")
+    method: str = Field("none", description="detection distillation method (trainers/detection/methods); "
+                                            "none: the plain detector")
+    teachers: list[TeacherStream] = Field(default_factory=list, description=(
+        "teacher streams of the method, e.g. [{features: FLOW_DIR, detector: 'models:/D-detector-flow/1'}]"))
+    method_options: dict = Field(default_factory=dict, description="the method's options (its own schema)")
 
     def check(self) -> None:
         if not self.features:
             raise ConfigError("features", "give at least one feature folder")
+        try:
+            method = get_detection_method(self.method)
+        except KeyError as error:
+            raise ConfigError("method", error.args[0]) from None
+        method.parse_options(self.method_options)
+        if len(self.teachers) < method.min_teachers:
+            raise ConfigError("teachers", f"method {self.method!r} needs {method.min_teachers} teacher stream(s), "
+                                          f"got {len(self.teachers)}; add e.g. teachers=[{{features: FLOW_DIR, "
+                                          "detector: models:/NAME/VERSION}]")
+        for i, t in enumerate(self.teachers):
+            if t.detector is not None and not t.detector.startswith("models:/"):
+                raise ConfigError(f"teachers.{i}.detector", f"{t.detector!r} is not a registry URI; "
+                                                           "use models:/NAME/VERSION or models:/NAME@ALIAS")
+        if method.needs_teacher_detector and not all(t.detector for t in self.teachers):
+            raise ConfigError("teachers", f"method {self.method!r} needs a frozen teacher detector on every "
+                                          "teacher stream (detector: models:/NAME/VERSION)")
         if self.head not in list_heads():
             raise ConfigError("head", f"unknown {self.head!r}; registered: {', '.join(list_heads())}")
         if self.neck not in list_necks():
@@ -95,6 +132,7 @@ class DetectionData:
     grid: dict  # fps, stride, snippet_length
     streams: str  # rgb, flow, rgb+flow...
     missing: list[str] = field(default_factory=list)  # annotated videos without features
+    widths: tuple[int, ...] = ()  # channels of each feature folder, in order
 
 
 def load_detection_data(root: str, layout: str, features: list[str], subset: str,
@@ -125,7 +163,9 @@ def load_detection_data(root: str, layout: str, features: list[str], subset: str
         raise ValueError(f"no video of subset {subset!r} of {root} has features in {', '.join(features)}; "
                          "run extract-features first")
     streams = "+".join(m["settings"]["modality"] for m in manifests)
-    return DetectionData(found.classes, videos, grid, streams, missing)
+    widths = tuple(int(np.load(Path(folder) / f"{videos[0].video_id}.npy", mmap_mode="r").shape[1])
+                   for folder in features)
+    return DetectionData(found.classes, videos, grid, streams, missing, widths)
 
 
 def frame_labels(video: FeatureVideo, length: int, num_classes: int) -> torch.Tensor:
@@ -217,12 +257,20 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
     began = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    train = load_detection_data(config.root, config.layout, config.features, config.train_subset, config.annotations)
+    method = get_detection_method(config.method)
+    options = method.parse_options(config.method_options)
+    # Teacher features ride along as extra channels, so make_batch crops them with the student's.
+    train = load_detection_data(config.root, config.layout, config.features + [t.features for t in config.teachers],
+                                config.train_subset, config.annotations)
     test = load_detection_data(config.root, config.layout, config.features, config.test_subset, config.annotations)
     classes = len(train.classes)
-    model = create_detector(train.videos[0].features.shape[1], classes, dim=config.dim, levels=config.levels,
-                            stem=config.stem, heads=config.heads, window=config.window, neck=config.neck,
-                            head=config.head, dropout=config.dropout).to(config.device)
+    teachers = [_frozen_teacher(t.detector, config.device) for t in config.teachers]
+    split = [sum(test.widths), *train.widths[len(config.features):]]
+    detector = dict(dim=config.dim, levels=config.levels, stem=config.stem, heads=config.heads,
+                    window=config.window, neck=config.neck, head=config.head, dropout=config.dropout)
+    spec = StudentSpec(split[0], classes, detector, tuple(split[1:]),
+                       tuple(t.settings["dim"] if t is not None else None for t in teachers))
+    model = method.build(spec, options).to(config.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train.videos) / config.batch_size)
     max_steps = config.epochs * steps_per_epoch
@@ -233,10 +281,11 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
         progress = (step - config.warmup_steps) / max(1, max_steps - config.warmup_steps)
         return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
-    name = config.name or f"{Path(config.root).name}-detector-{train.streams}"
+    suffix = "" if config.method == "none" else f"-{config.method}"
+    name = config.name or f"{Path(config.root).name}-detector-{test.streams}{suffix}"
     client, run_id = None, None
     if config.registry:
-        client, run_id = _open_run(config, name, train, parent_run_id)
+        client, run_id = _open_run(config, name, test, parent_run_id)
         if on_run is not None:
             on_run(run_id)
     step, step_seconds = 0, 0.0
@@ -244,14 +293,21 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
         model.train()
         order = list(train.videos)
         rng.shuffle(order)
-        losses = []
+        losses, terms_sum = [], {}
         for first in range(0, len(order), config.batch_size):
             tick = time.perf_counter()
             x, mask, targets = make_batch(order[first:first + config.batch_size], model, classes,
                                           config.max_length, rng)
+            x, mask = x.to(config.device), mask.to(config.device)
+            x, *teacher_x = x.split(split, dim=1)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            loss, parts = detection_loss(model(x.to(config.device), mask.to(config.device)), targets)
+            views = [_teacher_batch(f, mask, stream.weight, frozen)
+                     for f, stream, frozen in zip(teacher_x, config.teachers, teachers)]
+            terms = method.loss(model(x, mask), targets, views, options)
+            loss = sum(terms.values())
+            for key, value in terms.items():
+                terms_sum[key] = terms_sum.get(key, 0.0) + float(value.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -261,6 +317,8 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
             step += 1
         if client is not None:
             client.log_metric(run_id, "train_loss", float(np.mean(losses)), step=epoch)
+            for key, value in terms_sum.items():
+                client.log_metric(run_id, f"train_{key}", value / len(losses), step=epoch)
     result_metrics = evaluate_detector(model, test, config.protocol, config.device)
     segment = result_metrics.get("segment")
     metrics = segment.metrics() if segment else {"frame_mAP": result_metrics["frame_map"]}
@@ -272,10 +330,28 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
             client.log_metric(run_id, key.replace("@", "_at_"), value)
         if segment is not None:
             client.log_dict(run_id, segment.to_dict(), "segment_map.json")
-        _register(client, run_id, model, name, config, train, result)
+        _register(client, run_id, model, name, config, test, result)
         client.set_terminated(run_id)
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _frozen_teacher(uri: str | None, device: str):
+    """The teacher detector, loaded once, eval mode, no gradient: never updated nor re-registered."""
+    if uri is None:
+        return None
+    teacher, _ = load_detector(uri, device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def _teacher_batch(features: torch.Tensor, mask: torch.Tensor, weight: float, detector) -> TeacherBatch:
+    if detector is None:
+        return TeacherBatch(features, mask, weight)
+    output = detector(features, mask)
+    return TeacherBatch(features, mask, weight, detector, output["embedding"], output)
 
 
 def data_tag(config: DetectorTrainConfig) -> dict:
@@ -289,11 +365,12 @@ def _open_run(config: DetectorTrainConfig, name: str, train: DetectionData, pare
 
     client = tracking.configure()
     tags = {tracking.TAG_ROLE: "detector", TAG_STREAMS: train.streams, tracking.TAG_CODE: tracking.code_version(),
-            "vidistill.feature_models": json.dumps([load_manifest(f)["settings"]["model"] for f in config.features])}
+            "vidistill.feature_models": json.dumps([load_manifest(f)["settings"]["model"] for f in config.features]),
+            TAG_METHOD: config.method, TAG_TEACHERS: json.dumps([t.model_dump() for t in config.teachers])}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(tracking.experiment_id(client, config.experiment), run_name=name, tags=tags)
-    tracking.log_params(client, run.info.run_id, {k: json.dumps(v) if isinstance(v, list) else v
+    tracking.log_params(client, run.info.run_id, {k: json.dumps(v) if isinstance(v, (list, dict)) else v
                                                   for k, v in config.model_dump().items()})
     return client, run.info.run_id
 
@@ -306,7 +383,8 @@ def _register(client, run_id: str, model: Detector, name: str, config: DetectorT
 
     version = mlflow.register_model(tracking.log_model(run_id, model), name, tags={
         tracking.TAG_ROLE: "detector", TAG_STREAMS: train.streams, TAG_DATA: json.dumps(data_tag(config)),
-        tracking.TAG_CODE: tracking.code_version(), "vidistill.run_id": run_id})
+        tracking.TAG_CODE: tracking.code_version(), "vidistill.run_id": run_id, TAG_METHOD: config.method,
+        TAG_TEACHERS: json.dumps([t.model_dump() for t in config.teachers])})
     client.set_registered_model_tag(name, tracking.TAG_ROLE, "detector")
     result.registered_name, result.model_version = name, str(version.version)
     result.model_uri = f"models:/{name}/{version.version}"
