@@ -181,3 +181,30 @@ def test_generative_distillation_trains_through_submit_job_distill_and_a_tune_se
         assert {f"job-{distill_id}", f"job-{tune_id}"} <= set(by_alias)
         best = client.get_model_version("tiny-student-rgb-generative", by_alias[f"job-{tune_id}"].version)
         assert float(best.tags["vidistill.tune.distill.options.generative_weight"]) in (0.5, 2.0)
+
+
+def test_detection_generative_fits_the_module_then_freezes_it_while_the_detector_distils():
+    from test_detection_distill import DETECTOR, _batch
+
+    from vidistill.trainers.detection.methods import StudentSpec, TeacherBatch, get_detection_method
+
+    method = get_detection_method("generative")
+    options = method.parse_options({"phase1_steps": 3, "ramp_steps": 2})
+    torch.manual_seed(0)
+    student = method.build(StudentSpec(8, 2, DETECTOR, (8,), (None,)), options).train()
+    x, mask, targets = _batch()
+    teacher = TeacherBatch(torch.relu(torch.randn(2, 8, 16)), mask, 1.0)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-2, weight_decay=0.05)  # the detection loop's
+    seen, digests = [], []
+    for _ in range(6):
+        terms = method.loss(student(x, mask), targets, [teacher], options)
+        seen.append(set(terms))
+        optimizer.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        optimizer.step()
+        digests.append(state_digest(student.generative))
+    assert seen[0] == {"detection", "reconstruction", "kl"} and seen[-1] == {"detection", "generative", "attention"}
+    assert len(set(digests[:3])) == 3  # phase 1 moves the module at every step
+    assert len(set(digests[2:])) == 1  # phase 2 leaves it bit-identical
+    detector_only = {k: v for k, v in student.state_dict().items() if not k.startswith("generative")}
+    assert detector_only and int(student.generative_steps) == 6
