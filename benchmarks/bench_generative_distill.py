@@ -208,9 +208,9 @@ def main() -> None:
                 row["clips_per_s"] = clips_per_second(student, test_batches[0]["rgb"])
                 print(f"{setting} seed {seed}: {label} top-1 {m.top1:.3f} mean class {m.mean_class_accuracy:.3f} "
                       f"({time.perf_counter() - began:.0f} s)", flush=True)
-        results["settings"][setting] = summary
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
+                results["settings"][setting] = summary
+                if args.json:  # after every run: a stopped benchmark keeps what it measured
+                    args.json.write_text(json.dumps(results, indent=1))
 
     for setting, summary in results["settings"].items():
         t = summary["teacher"]

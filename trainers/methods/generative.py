@@ -61,14 +61,19 @@ from vidistill.trainers.methods import AuxiliarySetup, Method, MethodContext, re
 from vidistill.trainers.schema import Schema
 
 
-class GenerativeOptions(Schema):
+class GenerativeWeights(Schema):
+    """The options the recognition and detection (trainers/detection/methods/generative.py) methods share."""
+
     generative_weight: float = Field(1.0, ge=0, description="weight of generative distillation (0: ablation)")
     attention_weight: float = Field(1.0, ge=0, description="weight of attention distillation (0: ablation)")
-    ramp_epochs: int = Field(3, ge=0, description="epochs over which the generative weight ramps up linearly")
     kl_weight: float = Field(1.0, ge=0, description="phase 1: weight of KL[q(z|F,A) || N(A, I)]")
+    reduction: int = Field(4, ge=1, description="hidden width of the attention and CVAE stacks: C / reduction")
+
+
+class GenerativeOptions(GenerativeWeights):
+    ramp_epochs: int = Field(3, ge=0, description="epochs over which the generative weight ramps up linearly")
     phase1_epochs: int = Field(2, ge=1, description="phase 1: passes over the training clips fitting the module")
     phase1_lr: float = Field(1e-3, gt=0, description="phase 1: Adam learning rate")
-    reduction: int = Field(4, ge=1, description="hidden width of the attention and CVAE stacks: C / reduction")
 
 
 def _cells(attention: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

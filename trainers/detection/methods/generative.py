@@ -30,17 +30,12 @@ from torch.func import functional_call
 
 from vidistill.trainers.detection.methods import DetectionMethod, StudentSpec, TeacherBatch, register_detection_method
 from vidistill.trainers.detection.models import create_detector, detection_loss
-from vidistill.trainers.methods.generative import GenerativeModule, kl_to_attention_prior
-from vidistill.trainers.schema import Schema
+from vidistill.trainers.methods.generative import GenerativeModule, GenerativeWeights, kl_to_attention_prior
 
 
-class GenerativeDetectionOptions(Schema):
-    generative_weight: float = Field(1.0, ge=0, description="weight of generative distillation (0: ablation)")
-    attention_weight: float = Field(1.0, ge=0, description="weight of attention distillation (0: ablation)")
-    kl_weight: float = Field(1.0, ge=0, description="phase 1: weight of KL[q(z|F,A) || N(A, I)]")
+class GenerativeDetectionOptions(GenerativeWeights):
     phase1_steps: int = Field(50, ge=1, description="steps fitting the module to the teacher before distilling")
     ramp_steps: int = Field(50, ge=0, description="steps over which the generative weight ramps up after phase 1")
-    reduction: int = Field(4, ge=1, description="hidden width of the module: C_t / reduction")
 
 
 def build(spec: StudentSpec, options: GenerativeDetectionOptions) -> nn.Module:
