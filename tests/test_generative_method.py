@@ -134,41 +134,19 @@ def test_the_options_are_checked_and_zero_weights_are_the_ablations():
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_generative_distillation_trains_through_submit_job_distill_and_a_tune_search(
         ray_settings, dispatchers, tiny_dataset, tmp_path):
-    from click.testing import CliRunner
     from mlflow.tracking import MlflowClient
-    from platform_fixtures import environment, wait_until
-    from test_tune import register_random_teacher
-    from trainers_fixtures import tiny_overrides
+    from platform_fixtures import environment
+    from test_methods import distill_and_tune_through_the_queue
 
-    from vidistill.platform.cli.main import cli
-    from vidistill.platform.queue import JobQueue
     from vidistill.trainers import tracking
     from vidistill.trainers.train import TAG_TEACHER_AT_END, TAG_TEACHER_AT_START
 
     with environment(VIDISTILL_HOME=str(ray_settings.home), VIDISTILL_DB_URL=ray_settings.db_url,
                      VIDISTILL_AUTOSTART_DISPATCHER="0", MLFLOW_TRACKING_URI=None):
-        teacher = register_random_teacher(tiny_dataset)
-        common = tiny_overrides(tiny_dataset, "num_workers=1", "batch_size=4", "epochs=1", "model.attention=none",
-                                "distill.objective=generative", "distill.options.phase1_epochs=1")
-        sets = [arg for item in common + ["distill.options.attention_weight=2"] for arg in ("--set", item)]
-        submitted = CliRunner().invoke(cli, ["submit-job", "distill", "--teacher", teacher, *sets, "--json"])
-        assert submitted.exit_code == 0, submitted.output
-        distill_id = json.loads(submitted.stdout)["id"]
-        space = tmp_path / "space.yaml"
-        space.write_text("distill.options.generative_weight: [0.5, 2]\n")
-        sets = [arg for item in common for arg in ("--set", item)]
-        submitted = CliRunner().invoke(cli, ["submit-job", "tune", "--teacher", teacher, "--space", str(space),
-                                             "--trials", "2", "--max-concurrent", "1", *sets, "--json"])
-        assert submitted.exit_code == 0, submitted.output
-        tune_id = json.loads(submitted.stdout)["id"]
-
-        queue = JobQueue(ray_settings)
-        dispatchers.start(1)
-        wait_until(lambda: all(queue.get(i).job_state.is_finished for i in (distill_id, tune_id)), timeout=1200,
-                   interval=1, message="the generative method's jobs to finish")
-        for job_id in (distill_id, tune_id):
-            job = queue.get(job_id)
-            assert job.state == "succeeded", Path(job.log_path).read_text()[-4000:]
+        queue, distill_id, tune_id = distill_and_tune_through_the_queue(
+            ray_settings, dispatchers, tiny_dataset, tmp_path,
+            ["distill.objective=generative", "distill.options.phase1_epochs=1"], ["distill.options.attention_weight=2"],
+            "distill.options.generative_weight: [0.5, 2]\n")
         assert "generative phase 1 epoch 1/1" in Path(queue.get(distill_id).log_path).read_text()
 
         client = MlflowClient(tracking.tracking_uri(), registry_uri=tracking.tracking_uri())
