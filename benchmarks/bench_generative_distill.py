@@ -34,7 +34,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from synthetic_workdir import accuracy_benchmark_overrides, benchmark_workdir
 

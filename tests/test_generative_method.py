@@ -2,7 +2,6 @@
 networks, and one run through the queue, the registry and a Tune search."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
