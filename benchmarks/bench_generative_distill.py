@@ -22,6 +22,24 @@ teacher's signals of each bank clip are computed once (exact: the same clip, the
 teacher). Teachers are trained once per setting (seed 0) and shared by the seeds; the seed draws
 the student's initial weights and the batch order (paired over rows). Test: video-level top-1
 and mean class accuracy on the test videos (trainers.evaluate's scoring, full-frame clips).
+
+Measured once, 2026-12-07, on the shared 2-core machine at load 7-19 (two niced processes, one per
+setting, 28 min wall; a first run at --epochs 5 --teacher-epochs 10 --bank 2 --frames 8 --crop 48
+had not finished its first teacher after 17 min and was stopped):
+
+    python benchmarks/bench_generative_distill.py --seeds 0 1 2 --epochs 4 --teacher-epochs 6 --bank 1 \
+        --frames 8 --crop 32 --settings compression   # and --settings cross-modal
+
+16 test videos (12 per class, 4 classes), 24 training clips, i.e. 3 steps an epoch. At this size
+nothing learns: both teachers (6 epochs = 18 steps) stay at chance (top-1 0.250), and so does every
+row (0.250 +- 0.000 top-1 and mean class accuracy, 3 seeds) except compression "generative" (0.271
++- 0.036: one seed 0.312, one test video). The run shows that every row trains and evaluates end
+to end through the registered methods in both settings; it ranks nothing. Parameters: student
+i3d_tiny 0.20M; teachers 0.20M (flow i3d_tiny) and 0.78M (RGB i3d_small). Inference clips/s
+(batch 8, 8 x 32 x 32) swung 0.7-42 between identical students with the machine's load, so they
+are not comparable either. Phase 1 logged reconstruction MSE 94-180 after 2 epochs: untrained
+teachers' block-5 features are large, so a generative weight of 1 makes that term dominate CE; a
+run that learns should check the ratio (or tune generative_weight, which the search space allows).
 """
 from __future__ import annotations
 
