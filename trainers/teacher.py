@@ -96,13 +96,18 @@ def check_teacher_fits(teacher: torch.nn.Module, student: torch.nn.Module, clip_
     """Refuse, with the reason, a teacher that cannot supply the signals the method `objective` reads."""
     from vidistill.trainers.methods import get_method
 
-    signals = get_method(objective).signals
+    method = get_method(objective)
+    signals = method.signals
     t, h, w = clip_shape
-    if getattr(teacher, "in_channels", 2) != 2:
-        raise TeacherMismatchError(f"{uri} takes {teacher.in_channels}-channel input; a teacher reads 2-channel flow")
+    channels = getattr(teacher, "in_channels", 2)
+    # A flow teacher (cross-modal) or, for methods that read no motion map, an RGB teacher
+    # (compression: a wider RGB network teaching a lighter one; train.teacher_input feeds it RGB).
+    if channels not in (2, 3) or (channels == 3 and "maps" in signals):
+        raise TeacherMismatchError(f"{uri} takes {channels}-channel input; a teacher reads 2-channel flow"
+                                   + ("" if "maps" in signals else " or 3-channel RGB"))
     with torch.device("meta"):
-        flow, rgb = torch.empty(1, 2, t, h, w), torch.empty(1, 3, t, h, w)
-    teacher_out, student_out = _meta_forward(teacher, flow), _meta_forward(student, rgb)
+        clip, rgb = torch.empty(1, channels, t, h, w), torch.empty(1, 3, t, h, w)
+    teacher_out, student_out = _meta_forward(teacher, clip), _meta_forward(student, rgb)
     if "maps" in signals:
         if len(teacher_out.attention) != 1:
             raise TeacherMismatchError(
@@ -116,7 +121,12 @@ def check_teacher_fits(teacher: torch.nn.Module, student: torch.nn.Module, clip_
                 f"{uri}'s attention grid {teacher_grid} does not match the student's {student_grid} for "
                 f"{t}x{h}x{w} clips: use a teacher with the student's backbone"
             )
-    if "features" in signals and teacher_out.features.shape != student_out.features.shape:
+    if "features" in signals and method.adapts_feature_width:
+        if teacher_out.features.shape[2:] != student_out.features.shape[2:]:
+            raise TeacherMismatchError(
+                f"{uri}'s block-5 feature grid {tuple(teacher_out.features.shape[2:])} differs from the student's "
+                f"{tuple(student_out.features.shape[2:])}: use clips of the same size for both")
+    elif "features" in signals and teacher_out.features.shape != student_out.features.shape:
         raise TeacherMismatchError(
             f"{uri}'s block-5 features {tuple(teacher_out.features.shape[1:])} differ from the student's "
             f"{tuple(student_out.features.shape[1:])}: feature distillation needs the same width"

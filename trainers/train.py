@@ -203,11 +203,12 @@ def train_worker(args: dict) -> None:
     model = build_model(config, num_classes).to(device, memory_format=memory_format)
     model = ray.train.torch.prepare_model(model, move_to_device=False)
     core = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
-                                weight_decay=config.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.optim.lr_decay,
-                                                           patience=config.optim.plateau_patience)
-    teacher = teacher_maps = None
+    checkpoint = ray.train.get_checkpoint()
+    state = None
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device)
+    teacher = teacher_maps = auxiliary = None
     if distill:
         teacher = load_teacher(config.distill.teacher, device).to(memory_format=memory_format)
         if rank == 0:
@@ -217,6 +218,20 @@ def train_worker(args: dict) -> None:
             # From here on the teacher only checks the maps and shows, at the end, that it did not change.
         if rank == 0 and "maps" in method.signals:
             _check_teacher_maps(client, run_id, config, teacher, teacher_maps, splits.train, train_loader, device)
+        if method.auxiliary is not None:
+            # The method's own module (and any first phase it trains there): methods.AuxiliarySetup.
+            auxiliary = method.auxiliary(methods.AuxiliarySetup(
+                teacher=teacher, student=core, device=device, config=config, options=options, loader=train_loader,
+                teacher_input=lambda batch: teacher_input(teacher, batch).to(device, memory_format=memory_format),
+                student_input=lambda batch: batch[input_key].to(device, memory_format=memory_format),
+                state=state.get("auxiliary") if state else None))
+    auxiliary_params = [p for p in auxiliary.parameters() if p.requires_grad] if auxiliary is not None else []
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
+                                weight_decay=config.optim.weight_decay)
+    if auxiliary_params:
+        optimizer.add_param_group({"params": auxiliary_params})  # before the scheduler counts the groups
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.optim.lr_decay,
+                                                           patience=config.optim.plateau_patience)
     # Fixed validation clips whose maps are drawn every epoch (rank 0; models with attention).
     image_batch = None
     if rank == 0 and config.model.attention != "none":
@@ -230,10 +245,7 @@ def train_worker(args: dict) -> None:
     # -- resume --------------------------------------------------------------------------------
     start_epoch = 0
     best = BestOnValidation()
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device)
+    if state is not None:
         core.load_state_dict(state["model"])
         best = BestOnValidation(state)
         optimizer.load_state_dict(state["optimizer"])
@@ -241,7 +253,7 @@ def train_worker(args: dict) -> None:
         start_epoch = state["epoch"] + 1
         _say(rank, f"resuming {run_id} at epoch {start_epoch + 1}/{config.epochs}")
 
-    def loss_of(batch, output):
+    def loss_of(batch, output, epoch):
         labels = batch["label"].to(device)
         if not distill:
             return recognition_loss(output, labels)
@@ -251,8 +263,12 @@ def train_worker(args: dict) -> None:
             signals = TeacherSignals(motion_log_probs=teacher_maps.clip_log_probs(batch).to(device))
         else:
             with torch.no_grad():
-                signals = TeacherSignals.from_output(teacher(batch["flow"].to(device, memory_format=memory_format)))
-        return method.loss(output, labels, signals, config, options)
+                signals = TeacherSignals.from_output(teacher(teacher_input(teacher, batch).to(
+                    device, memory_format=memory_format)))
+        if auxiliary is None:
+            return method.loss(output, labels, signals, config, options)
+        return method.loss(output, labels, signals, config, options,
+                           context=methods.MethodContext(auxiliary, epoch, config.epochs))
 
     # -- epochs --------------------------------------------------------------------------------
     steps = len(train_loader)
@@ -268,9 +284,10 @@ def train_worker(args: dict) -> None:
         for step, batch in enumerate(train_loader):
             x = batch[input_key].to(device, memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                terms = loss_of(batch, model(x))
+                terms = loss_of(batch, model(x), epoch)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
+            _average_over_workers(auxiliary_params)  # the student's own gradients DDP averages
             optimizer.step()
             for name, value in terms.as_floats().items():
                 sums[name] = sums.get(name, 0.0) + value * len(x)
@@ -308,12 +325,30 @@ def train_worker(args: dict) -> None:
             saved = None
             if rank == 0:
                 torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch, **best.state()},
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, **best.state(),
+                            **({"auxiliary": auxiliary.state_dict()} if auxiliary is not None else {})},
                            Path(folder) / CHECKPOINT_FILE)
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved)
     if teacher is not None and rank == 0:
         client.set_tag(run_id, TAG_TEACHER_AT_END, state_digest(teacher))
+
+
+def teacher_input(teacher: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The clip a teacher reads from a paired batch: flow for a flow teacher (2 channels), RGB for an
+    RGB teacher (3 channels; compression, as in trainers/methods/generative.py)."""
+    return batch["rgb" if getattr(teacher, "in_channels", 2) == 3 else "flow"]
+
+
+def _average_over_workers(params: list) -> None:
+    """Average the gradients of parameters outside the DDP-wrapped student (a method's own module)."""
+    import torch.distributed as dist
+
+    if params and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= dist.get_world_size()
 
 
 def _check_teacher_maps(client, run_id, config, teacher, bank, videos, train_loader, device) -> None:
@@ -383,7 +418,7 @@ def _log_attention_images(client, run_id, model, batch, input_key, device, epoch
         output = model(batch[input_key].to(device))
         teacher_maps = None
         if teacher is not None and "flow" in batch:
-            teacher_output = teacher(batch["flow"].to(device))
+            teacher_output = teacher(teacher_input(teacher, batch).to(device))
             teacher_maps = {name: m.probs.float().cpu() for name, m in teacher_output.attention.items()}
     maps = {name: m.probs.float().cpu() for name, m in output.attention.items()}
     image = attention_grid(batch["rgb"], maps, [classes[i] for i in batch["label"].tolist()], teacher_maps)

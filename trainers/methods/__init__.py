@@ -20,6 +20,14 @@ loop, the queue, the CLI and the tuner know methods only through this registry::
 
 `--set distill.objective=toy` then trains it (`submit-job distill`, `train()`), a search
 space may name `distill.options.weight`, and the registered model is `<data>-student-rgb-toy`.
+
+A method may own a trainable module of its own beside the student (`Method.auxiliary`, e.g. the
+generative module of trainers/methods/generative.py): the loop builds it once per worker before
+the first epoch (the method may train a first phase of its own there, e.g. on the frozen
+teacher's features), puts its parameters that still require grad into the student's optimiser,
+keeps its state in the run's checkpoints, and passes it to the loss as `context=MethodContext`
+(with the epoch, for a term ramped over epochs). Only the student is registered. Methods without
+`auxiliary` are called exactly as before (no `context` argument).
 """
 from __future__ import annotations
 
@@ -57,6 +65,12 @@ class Method:
     options: type | None = None
     # Registered model name: <data>-student-rgb<suffix>; None: "-<name>".
     registered_suffix: str | None = None
+    # auxiliary(AuxiliarySetup) -> torch.nn.Module: a module of the method's own, trained with the
+    # student (see the module docstring); its loss is then called with context=MethodContext.
+    auxiliary: Callable[..., Any] | None = None
+    # Its loss maps the student's block-5 features to the teacher's width itself (through its
+    # auxiliary module), so only their (T, H, W) grid must match (teacher.check_teacher_fits).
+    adapts_feature_width: bool = False
 
     def __post_init__(self):
         unknown = sorted(set(self.signals) - set(SIGNALS))
@@ -72,6 +86,30 @@ class Method:
     def parse_options(self, data: dict | None):
         """Its typed options (ConfigError naming `distill.options.<field>`), or None without a section."""
         return parse_options(self.options, data, "distill.options", self.name)
+
+
+@dataclass
+class AuxiliarySetup:
+    """What a method's `auxiliary` builder gets, once per worker, before the first epoch."""
+
+    teacher: Any  # the frozen teacher (eval, requires_grad False)
+    student: Any  # the student network (not wrapped for data parallelism)
+    teacher_input: Callable[[dict], Any]  # batch -> the teacher's input clip on the device
+    student_input: Callable[[dict], Any]  # batch -> the student's input clip on the device
+    loader: Any  # the training loader (paired clips), for a first phase over the training set
+    device: Any
+    config: Any  # the TrainConfig
+    options: Any  # the method's parsed options
+    state: dict | None  # its state_dict from the checkpoint when the run resumes, else None
+
+
+@dataclass
+class MethodContext:
+    """Passed to the loss of a method with an auxiliary module, at every step."""
+
+    module: Any  # what `auxiliary` returned
+    epoch: int  # 0-based
+    epochs: int
 
 
 _registry = PluginRegistry(__name__, __path__, MODULES_VARIABLE, "distillation method")
@@ -95,4 +133,4 @@ def environment() -> dict[str, str]:
     return {MODULES_VARIABLE: value} if value else {}
 
 
-__all__ = ["MODULES_VARIABLE", "Method", "SIGNALS", "STUDENTS", "environment", "get_method", "list_methods", "register_method"]
+__all__ = ["AuxiliarySetup", "MODULES_VARIABLE", "Method", "MethodContext", "SIGNALS", "STUDENTS", "environment", "get_method", "list_methods", "register_method"]
