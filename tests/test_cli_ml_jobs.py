@@ -116,5 +116,5 @@ def test_pipeline_submits_the_method_as_dependent_jobs(env, tmp_path):
 def test_pipeline_with_a_bad_override_submits_nothing(env):
     result = run("pipeline", "--root", "r", "--prepared", "p", "--student-set", "distill.objective=magic", ok=False)
     assert result.exit_code == 2
-    assert "field 'distill.objective': must be one of attention, feature, logit" in result.output
+    assert "field 'distill.objective': must be one of attention, feature, generative, logit" in result.output
     assert JobQueue(env).list_jobs() == []

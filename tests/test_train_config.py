@@ -39,7 +39,7 @@ def test_files_load_and_overrides_win(tmp_path, suffix, text):
     (["model.attention=prob-res"], "model.attention: attention 'prob-res' is invalid"),
     (["model.name=resnet50"], "model.name: unknown model 'resnet50'; available: i3d"),
     (["batch_size=63", "num_workers=2"], "batch_size: 63 does not split evenly over 2 workers"),
-    (["distill.objective=contrastive"], "distill.objective: must be one of attention, feature, logit"),
+    (["distill.objective=contrastive"], "distill.objective: must be one of attention, feature, generative, logit"),
     (["role=distill", "distill.teacher="], "distill.teacher: a student needs its teacher's MLflow model URI"),
     (["lr=0.1"], "lr: unknown field"),
     (["optim.lr"], "expected dotted.name=value"),
