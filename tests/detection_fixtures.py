@@ -40,3 +40,27 @@ def untrimmed(tmp_path_factory, trainer_home):
     root, prepared = base / "source", base / "prepared"
     prepare_tiny_untrimmed(root, prepared)
     return root, prepared, {"rgb": register_feature_model("tiny-rgb", 3), "flow": register_feature_model("tiny-flow", 2)}
+
+
+def train_detector_through_the_queue(ray_settings, dispatchers, root: Path, rgb: str, name: str, sets: list[str]):
+    """`submit-job train-detector` on the RGB features with --set SETS, one dispatcher, until the
+    job ends; the succeeded job (its log in the failure message otherwise)."""
+    import json
+
+    from click.testing import CliRunner
+    from platform_fixtures import wait_until
+
+    from vidistill.platform.cli.main import cli
+    from vidistill.platform.queue import JobQueue
+
+    submitted = CliRunner().invoke(cli, ["submit-job", "train-detector", "--root", str(root), "--features", rgb,
+                                         "--name", name, *[a for s in sets for a in ("--set", s)], "--json"])
+    assert submitted.exit_code == 0, submitted.output
+    job_id = json.loads(submitted.stdout)["id"]
+    queue = JobQueue(ray_settings)
+    dispatchers.start(1)
+    wait_until(lambda: queue.get(job_id).job_state.is_finished, timeout=900, interval=1,
+               message=f"the {name} detector's job")
+    job = queue.get(job_id)
+    assert job.state == "succeeded", Path(job.log_path).read_text()[-4000:]
+    return job

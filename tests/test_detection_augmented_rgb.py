@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from platform_fixtures import environment, wait_until
+from detection_fixtures import train_detector_through_the_queue
+from platform_fixtures import environment
 from test_detection_detector import write_feature_set
 
 from vidistill.trainers.detection.methods.augmented_rgb import (AugmentedRGBHeads, AugmentedRGBOptions, TeacherView,
@@ -155,11 +156,7 @@ def test_options_are_checked():
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_augmented_rgb_trains_through_the_queue_with_two_teachers_and_registers(ray_settings, dispatchers, tmp_path):
-    from click.testing import CliRunner
-    from mlflow.tracking import MlflowClient
 
-    from vidistill.platform.cli.main import cli
-    from vidistill.platform.queue import JobQueue
     from vidistill.trainers import tracking
     from vidistill.trainers.detection.methods.augmented_rgb import AugmentedRGBStudent
     from vidistill.trainers.detection.train import DetectorTrainConfig, load_detector, train_detector
@@ -174,21 +171,11 @@ def test_augmented_rgb_trains_through_the_queue_with_two_teachers_and_registers(
             "method=augmented-rgb", "method_options.temperature=0.2",
             f'teachers=[{{features: "{flow}", detector: "{teacher.model_uri}", weight: 2.0}}, '
             f'{{features: "{depth}", weight: 1.0}}]']
-        submitted = CliRunner().invoke(cli, ["submit-job", "train-detector", "--root", str(tmp_path), "--features",
-                                             rgb, "--name", "augmented", *[a for s in sets for a in ("--set", s)],
-                                             "--json"])
-        assert submitted.exit_code == 0, submitted.output
-        job_id = json.loads(submitted.stdout)["id"]
-        queue = JobQueue(ray_settings)
-        dispatchers.start(1)
-        wait_until(lambda: queue.get(job_id).job_state.is_finished, timeout=900, interval=1,
-                   message="the augmented-rgb detector's job")
-        job = queue.get(job_id)
-        assert job.state == "succeeded", Path(job.log_path).read_text()[-4000:]
-        client = MlflowClient(tracking.tracking_uri(), registry_uri=tracking.tracking_uri())
+        job = train_detector_through_the_queue(ray_settings, dispatchers, tmp_path, rgb, "augmented", sets)
+        client = tracking.store_client()
         metrics = client.get_run(job.mlflow_run_id).data.metrics
         assert {"train_detection", "train_atomic", "train_global", "train_boundary", "frame_mAP"} <= set(metrics)
-        version = client.get_model_version_by_alias("augmented", f"job-{job_id}")
+        version = client.get_model_version_by_alias("augmented", f"job-{job.id}")
         assert version.tags["vidistill.detection_method"] == "augmented-rgb"
         assert [t["weight"] for t in json.loads(version.tags["vidistill.teachers"])] == [2.0, 1.0]
         student, data = load_detector(f"models:/augmented/{version.version}")

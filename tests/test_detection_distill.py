@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from platform_fixtures import environment, wait_until
+from detection_fixtures import train_detector_through_the_queue
+from platform_fixtures import environment
 from test_detection_detector import write_feature_set
 
 from vidistill.trainers.detection.methods import StudentSpec, TeacherBatch, get_detection_method, list_detection_methods
@@ -129,11 +130,7 @@ def _files_hash(folder: Path) -> str:
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_decomposed_trains_and_registers_through_the_queue_and_the_teacher_stays_bit_identical(
         ray_settings, dispatchers, tmp_path):
-    from click.testing import CliRunner
-    from mlflow.tracking import MlflowClient
 
-    from vidistill.platform.cli.main import cli
-    from vidistill.platform.queue import JobQueue
     from vidistill.trainers import tracking
     from vidistill.trainers.detection.train import load_detector
 
@@ -142,27 +139,17 @@ def test_decomposed_trains_and_registers_through_the_queue_and_the_teacher_stays
                      VIDISTILL_AUTOSTART_DISPATCHER="0", MLFLOW_TRACKING_URI=None):
         tiny = dict(dim=16, levels=2, stem=1, epochs=2, batch_size=2)
         teacher = train_detector(DetectorTrainConfig(root=str(tmp_path), features=[flow], name="flow-teacher", **tiny))
-        client = MlflowClient(tracking.tracking_uri(), registry_uri=tracking.tracking_uri())
+        client = tracking.store_client()
         source = client.get_model_version("flow-teacher", "1").source
         artifacts = Path(client.get_model_version_download_uri("flow-teacher", "1").removeprefix("file://"))
         before = (_state_hash(load_detector(teacher.model_uri)[0]), _files_hash(artifacts))
         sets = [f"{k}={v}" for k, v in tiny.items()] + [
             "method=decomposed", "method_options.fusion_window=3",
             f'teachers=[{{features: "{flow}", detector: "{teacher.model_uri}"}}]']
-        submitted = CliRunner().invoke(cli, ["submit-job", "train-detector", "--root", str(tmp_path), "--features",
-                                             rgb, "--name", "distilled", *[a for s in sets for a in ("--set", s)],
-                                             "--json"])
-        assert submitted.exit_code == 0, submitted.output
-        job_id = json.loads(submitted.stdout)["id"]
-        queue = JobQueue(ray_settings)
-        dispatchers.start(1)
-        wait_until(lambda: queue.get(job_id).job_state.is_finished, timeout=900, interval=1,
-                   message="the decomposed detector's job")
-        job = queue.get(job_id)
-        assert job.state == "succeeded", Path(job.log_path).read_text()[-4000:]
+        job = train_detector_through_the_queue(ray_settings, dispatchers, tmp_path, rgb, "distilled", sets)
         run = client.get_run(job.mlflow_run_id)
         assert {"train_mimic", "train_motion", "train_appearance", "train_joint"} <= set(run.data.metrics)
-        version = client.get_model_version_by_alias("distilled", f"job-{job_id}")
+        version = client.get_model_version_by_alias("distilled", f"job-{job.id}")
         assert version.tags["vidistill.detection_method"] == "decomposed"
         assert json.loads(version.tags["vidistill.teachers"])[0]["detector"] == teacher.model_uri
         student, data = load_detector(f"models:/distilled/{version.version}")
