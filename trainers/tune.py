@@ -356,9 +356,12 @@ def _close_trial_runs(client, parent: str, experiment: str, rows: list[TrialRow]
             client.set_tag(row.run_id, TAG_STOPPED_EARLY, "true")
             # Its train() may have seen its Train controller go first and marked the run FAILED.
             client.set_terminated(row.run_id, status="KILLED")
-        elif run.info.status == "RUNNING":  # Tune ended the trial's process (ASHA may stop one at its last epoch)
-            client.set_terminated(row.run_id, status={"completed": "FINISHED", "stopped early": "KILLED"}.get(
-                row.status, "FAILED"))
+        elif row.status == "completed" and run.info.status != "FINISHED":
+            # Tune ended its process at its last epoch (RUNNING), or a resumed search found it
+            # already trained after its process died (train() had marked the run FAILED).
+            client.set_terminated(row.run_id, status="FINISHED")
+        elif run.info.status == "RUNNING":
+            client.set_terminated(row.run_id, status="FAILED")
 
 
 def results_table(rows: list[TrialRow], space: SearchSpace) -> str:
