@@ -22,3 +22,21 @@ def test_a_store_client_reads_registry_aliases_from_its_own_store_after_configur
     assert client.get_registered_model("tiny-teacher-flow").tags == {"store": "second"}
     assert tracking.store_client(f"sqlite:///{tmp_path / 'first' / 'mlflow.db'}").get_registered_model(
         "tiny-teacher-flow").tags == {}
+
+
+def test_logging_a_model_to_a_run_keeps_the_status_the_run_ended_with(tmp_path):
+    # Tune registers the best trial's weights after the search; a trial ASHA stopped must stay
+    # KILLED, and a run still training must stay RUNNING (train() ends it after registering).
+    import torch
+
+    with environment(VIDISTILL_HOME=str(tmp_path), MLFLOW_TRACKING_URI=None):
+        client = tracking.configure()
+        experiment = tracking.experiment_id(client, "status")
+        stopped = client.create_run(experiment).info.run_id
+        client.set_terminated(stopped, status="KILLED", end_time=1_000)
+        training = client.create_run(experiment).info.run_id
+        for run_id in (stopped, training):
+            assert tracking.log_model(run_id, torch.nn.Linear(2, 1)).startswith("models:/")
+        assert client.get_run(stopped).info.status == "KILLED"
+        assert client.get_run(stopped).info.end_time == 1_000
+        assert client.get_run(training).info.status == "RUNNING"

@@ -181,12 +181,19 @@ def resolve_model_version(uri: str):
 
 def log_model(run_id: str, model) -> str:
     """Log a torch model to its run (every registered model goes through here); its model URI."""
-    configure()
+    client = configure()
+    before = client.get_run(run_id).info
     with mlflow.start_run(run_id=run_id):
         # "pickle": the registry must give back the vidistill module itself (its attention
         # heads and ModelOutput), which the traced pt2 format would not.
         info = mlflow.pytorch.log_model(model.cpu().eval(), name="model", serialization_format="pickle",
                                         pip_requirements=[f"vidistill=={_package_version()}"])
+    # Leaving start_run() marks the run FINISHED; logging a model must not change how a run ended
+    # (Tune registers a trial ASHA stopped, which stays KILLED) nor end one still training.
+    if before.status == "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    else:
+        client.set_terminated(run_id, status=before.status, end_time=before.end_time)
     return info.model_uri
 
 
