@@ -230,10 +230,9 @@ class TeacherMapCache:
 
 def video_map_logits(teacher: torch.nn.Module, flow: torch.Tensor) -> torch.Tensor:
     """The teacher's map logits (w_a * phi, before the softmax) over a whole (2, T, H, W) flow video."""
-    branch = next(iter(teacher.head.branches.values()))
     with torch.no_grad():
         phi, _ = teacher.forward_features(flow.unsqueeze(0))
-        return branch.generator.proj(phi).squeeze(1)[0].float().cpu()
+        return teacher.head.proj(phi)[0, 0].float().cpu()  # channel 0: the teacher's one branch
 
 
 def read_video_flow(videos: PreparedSet, index: int) -> torch.Tensor:
