@@ -182,15 +182,19 @@ def _quantised_flow(frames: np.ndarray, prep: Preprocessing, backend: str) -> tu
 
 
 def video_probabilities(models: list[RegisteredModel], clips: VideoClips, device: torch.device,
-                        batch_size: int = 8) -> tuple[list[np.ndarray], dict]:
-    """Each model's mean clip softmax over the video, and its outputs on the middle clip (maps)."""
+                        batch_size: int = 8, runners: dict | None = None) -> tuple[list[np.ndarray], dict]:
+    """Each model's mean clip softmax over the video, and its maps of the middle clip.
+
+    `runners` (version -> what runs the model, see graphs.graphed) is kept across videos so a
+    CUDA graph is captured once per shape, not once per video."""
+    runners = runners if runners is not None else {}
     middle = len(clips.specs) // 2
     probabilities, outputs = [], {}
     on_gpu = device.type == "cuda"
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu,
                                                 cache_enabled=False):
         for entry in models:
-            runner = graphed(entry.model, device)
+            runner = runners.setdefault(entry.version, graphed(entry.model, device))
             inputs = clips.flow if entry.reads_flow else clips.rgb
             scores = []
             for begin in range(0, len(inputs), batch_size):
@@ -217,10 +221,10 @@ def predict_videos(videos: list[str | Path], models: list[RegisteredModel], *, t
     prep = models[0].preprocessing
     need_flow = any(m.reads_flow for m in models)
     versions = [m.version for m in models]
-    results = []
+    results, runners = [], {}
     for path in videos:
         clips = read_video(path, prep, need_flow, flow_backend)
-        probabilities, maps = video_probabilities(models, clips, device)
+        probabilities, maps = video_probabilities(models, clips, device, runners=runners)
         if len(probabilities) > 1:
             fused = late_fusion([torch.as_tensor(p).log() for p in probabilities]).numpy()
         else:
