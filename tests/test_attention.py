@@ -7,6 +7,7 @@ from vidistill.trainers.models.attention import (
     ProbabilisticAttention,
     SoftAttention,
     attention_pool,
+    create_head,
     pool_attention_to_grid,
     spatial_log_softmax,
 )
@@ -16,34 +17,41 @@ def slice_sums(maps):
     return maps.flatten(2).sum(-1)
 
 
-@pytest.mark.parametrize("generator", [SoftAttention(16), ProbabilisticAttention(16, temperature=0.5)])
+@pytest.mark.parametrize("generator", [SoftAttention(), ProbabilisticAttention(temperature=0.5)])
 @pytest.mark.parametrize("training", [True, False])
 def test_every_time_slice_of_a_map_sums_to_one(generator, training):
     generator.train(training)
-    amap = generator(torch.randn(3, 16, 4, 7, 9))
+    amap = generator(torch.randn(3, 4, 7, 9) * 3)  # w_a * phi of one branch
     assert amap.log_probs.shape == (3, 4, 7, 9)
     torch.testing.assert_close(slice_sums(amap.probs), torch.ones(3, 4))
     torch.testing.assert_close(slice_sums(amap.weights), torch.ones(3, 4))
 
 
+def _heads(attention="soft-atten", names=("motion", "appearance")):
+    return create_head(attention, names, phi_channels=4, num_features=8, num_classes=3, dropout=0.0,
+                       gumbel_temperature=0.5)
+
+
 def test_the_linear_map_has_no_bias():
     # Sec. 3.2: without a bias a uniform map needs w_a = 0.
-    assert SoftAttention(16).proj.bias is None
+    assert _heads().proj.bias is None
 
 
 def test_soft_attention_is_the_softmax_of_the_linear_map():
-    gen = SoftAttention(4)
+    heads = _heads()
     phi = torch.randn(2, 4, 3, 5, 5)
-    logits = torch.einsum("bcthw,c->bthw", phi, gen.proj.weight.flatten())
-    expected = logits.flatten(2).softmax(-1).reshape(logits.shape)
-    torch.testing.assert_close(gen(phi).probs, expected)
+    out = heads(phi, torch.randn(2, 8, 2, 3, 3))
+    for i, name in enumerate(("motion", "appearance")):  # branch i's w_a is output channel i
+        logits = torch.einsum("bcthw,c->bthw", phi, heads.proj.weight[i].flatten())
+        expected = logits.flatten(2).softmax(-1).reshape(logits.shape)
+        torch.testing.assert_close(out.attention[name].probs, expected)
 
 
 def test_gumbel_samples_average_to_the_softmax_map():
     torch.manual_seed(0)
-    gen = ProbabilisticAttention(8, temperature=0.05).train()
-    phi = torch.randn(1, 8, 2, 3, 4).expand(100_000, -1, -1, -1, -1)
-    amap = gen(phi)
+    gen = ProbabilisticAttention(temperature=0.05).train()
+    logits = torch.randn(1, 2, 3, 4).expand(100_000, -1, -1, -1)
+    amap = gen(logits)
     # Samples differ from one another (it is sampling) ...
     assert (amap.weights[0] - amap.weights[1]).abs().max() > 0.1
     # ... and their mean is p(A), to Monte-Carlo precision.
@@ -51,8 +59,8 @@ def test_gumbel_samples_average_to_the_softmax_map():
 
 
 def test_probabilistic_attention_plugs_in_the_expectation_at_test_time():
-    gen = ProbabilisticAttention(8).eval()
-    amap = gen(torch.randn(2, 8, 2, 3, 3))
+    gen = ProbabilisticAttention().eval()
+    amap = gen(torch.randn(2, 2, 3, 3))
     torch.testing.assert_close(amap.weights, amap.probs)
 
 
@@ -99,8 +107,8 @@ def test_residual_connection_adds_average_pooled_features():
     with torch.no_grad():
         phi, features = atten.forward_features(x)
         branch_a, branch_r = atten.head.branches["attention"], res.head.branches["attention"]
-        logits_a, _ = branch_a(phi, features)
-        logits_r, _ = branch_r(phi, features)
+        logits_a, _ = branch_a(atten.head.proj(phi)[:, 0], features)
+        logits_r, _ = branch_r(res.head.proj(phi)[:, 0], features)
         # Eq. 5 - Eq. 4 = W_r^T mean(phi): the classifier applied to the average-pooled features, no bias.
         extra = features.mean(dim=(2, 3, 4)) @ branch_a.classifier.weight.T
     torch.testing.assert_close(logits_r - logits_a, extra, rtol=1e-4, atol=1e-5)
@@ -113,7 +121,8 @@ def test_student_logits_are_the_sum_of_its_branches():
     with torch.no_grad():
         out = student(x)
         phi, features = student.forward_features(x)
-        per_branch = [b(phi, features)[0] for b in student.head.branches.values()]
+        w_phi = student.head.proj(phi)  # channel i: branch i's w_a * phi
+        per_branch = [b(w_phi[:, i], features)[0] for i, b in enumerate(student.head.branches.values())]
     torch.testing.assert_close(out.logits, per_branch[0] + per_branch[1])  # Eq. 7, equal weights
 
 
@@ -126,7 +135,8 @@ def test_eq7_as_the_paper_writes_it_sums_the_branches_softmax_outputs():
     with torch.no_grad():
         out = student(x)
         phi, features = student.forward_features(x)
-        per_branch = [b(phi, features)[0] for b in student.head.branches.values()]
+        w_phi = student.head.proj(phi)  # channel i: branch i's w_a * phi
+        per_branch = [b(w_phi[:, i], features)[0] for i, b in enumerate(student.head.branches.values())]
     expected = (per_branch[0].softmax(-1) + per_branch[1].softmax(-1)) / 2
     torch.testing.assert_close(out.logits.softmax(-1), expected)
     torch.testing.assert_close(out.logits.exp(), expected)  # already log-probabilities

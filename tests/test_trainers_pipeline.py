@@ -41,8 +41,16 @@ def test_teacher_trains_on_two_workers_and_is_registered(teacher):
     assert run.info.status == "FINISHED"
     assert run.data.params["role"] == "teacher" and run.data.params["num_workers"] == "2"
     assert run.data.params["optim.lr"] == "0.01" and run.data.params["model.attention"] == "prob-atten"
-    for metric in ("train_loss", "train_ce", "train_prior_kl", "val_loss", "val_accuracy", "lr"):
+    for metric in ("train_loss", "train_ce", "train_prior_kl", "val_loss", "val_accuracy", "lr",
+                   "train_clips_per_second"):
         assert [m.step for m in client.get_metric_history(teacher.run_id, metric)] == [0, 1], metric
+    # The FLOPs of one training clip's step (TFLOP/s per epoch are logged on a GPU only).
+    from vidistill.trainers.flops import step_flops_per_clip
+    from vidistill.trainers.models import create_teacher
+
+    flops = step_flops_per_clip(create_teacher("i3d_tiny", num_classes=4), (2, 8, 64, 64))
+    assert float(run.data.params["train_step_gflop_per_clip"]) == round(flops / 1e9, 3) > 0
+    assert "train_tflops" not in run.data.metrics
     images = [a.path for a in client.list_artifacts(teacher.run_id, "attention")]
     assert images == ["attention/epoch_000.png", "attention/epoch_001.png"]
     version = client.get_model_version("tiny-teacher-flow", "1")

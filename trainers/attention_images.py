@@ -1,6 +1,7 @@
 """Attention maps drawn over video frames, as in Fig. 2 of the paper.
 
-Each clip gives two rows, its first and its last frame. A row is a strip of panels, each with
+Each clip gives two rows, its first and its last frame (or, as frames of a short video, one
+row per frame: `attention_frames`). A row is a strip of panels, each with
 one caption above it (never over the picture): the frame itself, then every map of the model
 drawn semi-transparent over the frame, the teacher's motion map right after the student's
 motion map when there is a teacher (the two the distillation loss compares), and a colour bar.
@@ -67,6 +68,20 @@ def _panel_order(names: list[str], teacher: dict | None) -> list[tuple[str, str]
     return order
 
 
+def _row(rgb_clips: torch.Tensor, b: int, frame_index: int, map_index: int, maps: dict[str, torch.Tensor],
+         teacher_maps: dict[str, torch.Tensor] | None, caption: str) -> np.ndarray:
+    """One row: frame `frame_index` of clip `b`, then each map's time slice `map_index` over it, then the bar."""
+    frame = _frame_uint8(rgb_clips[b, :, frame_index])
+    panels = [captioned(frame, caption)]
+    for source, name in _panel_order(list(maps), teacher_maps):
+        attention = (maps if source == "model" else teacher_maps)[name][b, map_index]
+        # Short, to fit one panel: the model's maps by name, the teacher's as "teacher".
+        label = ("teacher" if name == "motion" else f"teacher {name}") if source == "teacher" else name
+        panels.append(captioned(overlay(frame, attention), label))
+    panels.append(colour_bar(frame.shape[0]))
+    return np.concatenate(panels, axis=1)
+
+
 def attention_grid(rgb_clips: torch.Tensor, maps: dict[str, torch.Tensor], label_names: list[str] | None = None,
                    teacher_maps: dict[str, torch.Tensor] | None = None) -> np.ndarray:
     """rgb_clips (B, 3, T, H, W) in [-1, 1]; maps name -> (B, T', h, w) probabilities, and the teacher's
@@ -74,19 +89,46 @@ def attention_grid(rgb_clips: torch.Tensor, maps: dict[str, torch.Tensor], label
     rows = []
     for b in range(rgb_clips.shape[0]):
         for frame_index, which in ((0, "first"), (-1, "last")):
-            frame = _frame_uint8(rgb_clips[b, :, frame_index])
             label = f"{label_names[b]}, " if label_names else ""
-            panels = [captioned(frame, f"{label}{which} frame")]
-            for source, name in _panel_order(list(maps), teacher_maps):
-                attention = (maps if source == "model" else teacher_maps)[name][b, frame_index]
-                # Short, to fit one panel: the model's maps by name, the teacher's as "teacher".
-                caption = ("teacher" if name == "motion" else f"teacher {name}") if source == "teacher" else name
-                panels.append(captioned(overlay(frame, attention), caption))
-            panels.append(colour_bar(frame.shape[0]))
-            rows.append(np.concatenate(panels, axis=1))
+            rows.append(_row(rgb_clips, b, frame_index, frame_index, maps, teacher_maps, f"{label}{which} frame"))
     return np.concatenate(rows, axis=0)
+
+
+def attention_frames(rgb_clip: torch.Tensor, maps: dict[str, torch.Tensor], label: str = "",
+                     teacher_maps: dict[str, torch.Tensor] | None = None) -> list[np.ndarray]:
+    """The row of `attention_grid` for every frame of one clip ((1, 3, T, H, W), maps (1, T', h, w)):
+    frames of a short video. Frame t shows the map's time slice that covers it (t * T' // T)."""
+    frames = rgb_clip.shape[2]
+    slices = next(iter(maps.values())).shape[1]
+    # The frame number first: a long label is cut to the panel's width, the number must stay.
+    return [_row(rgb_clip, 0, t, t * slices // frames, maps, teacher_maps, f"{t + 1}/{frames} {label}".strip())
+            for t in range(frames)]
 
 
 def write_png(image: np.ndarray, path) -> None:
     if not cv2.imwrite(str(path), image):
         raise OSError(f"could not write {path}")
+
+
+ANIMATION_SUFFIXES = (".mp4", ".gif")
+
+
+def write_animation(frames: list[np.ndarray], path, fps: float) -> None:
+    """BGR images of one size into an H.264 .mp4 (sizes padded to even) or an animated .gif."""
+    from pathlib import Path
+
+    path = Path(path)
+    rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
+    if path.suffix.lower() == ".gif":
+        from PIL import Image  # with matplotlib, a dependency
+
+        images = [Image.fromarray(f) for f in rgb]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        return
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"{path}: write .mp4 or .gif (or .png with write_png)")
+    from vidistill.datasets.video import write_video
+
+    height, width = rgb[0].shape[:2]
+    rgb = [np.pad(f, ((0, height % 2), (0, width % 2), (0, 0))) for f in rgb]  # yuv420p needs even sizes
+    write_video(path, rgb, fps, codec="h264")

@@ -27,6 +27,7 @@ from vidistill.trainers import tracking
 from vidistill.trainers.config import DataConfig
 from vidistill.trainers.data import clip_loader, open_splits
 from vidistill.trainers.fusion import late_fusion
+from vidistill.trainers.graphs import graphed
 
 
 @dataclass
@@ -106,23 +107,30 @@ def metrics_of(scores: Scores, flow: FlowCost | None = None) -> Metrics:
 
 def video_scores(models: dict[str, torch.nn.Module], loader, num_videos: int, num_classes: int,
                  device: torch.device) -> dict[str, Scores]:
-    """Run every model on every clip, averaging clip scores per video."""
+    """Run every model on every clip, averaging clip scores per video.
+
+    On CUDA each model's forward is replayed from a CUDA graph (trainers/graphs.py), one per
+    batch shape, captured during the untimed warm-up; elsewhere it runs eagerly.
+    """
+    runners = {name: graphed(model, device) for name, model in models.items()}
     sums = {name: np.zeros((num_videos, num_classes)) for name in models}
     counts = np.zeros(num_videos)
     labels = np.zeros(num_videos, dtype=np.int64)
     seconds = {name: 0.0 for name in models}
     clips = 0
     on_gpu = device.type == "cuda"
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+    # No autocast cast cache: a captured graph must not hold casts made outside it.
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu,
+                                                cache_enabled=False):
         for batch in loader:
             index = batch["video_index"].numpy()
             labels[index] = batch["label"].numpy()
             counts += np.bincount(index, minlength=num_videos)
             clips += len(index)
-            for name, model in models.items():
+            for name, model in runners.items():
                 x = batch["flow" if model.in_channels == 2 else "rgb"].to(device)
-                if clips == len(index):
-                    model(x)  # warm-up, untimed: the first call pays one-off allocations
+                if clips == len(index) or not getattr(model, "captured", lambda _: True)(x):
+                    model(x)  # warm-up, untimed: one-off allocations, a new shape's graph capture
                 if on_gpu:
                     torch.cuda.synchronize()
                 began = time.perf_counter()

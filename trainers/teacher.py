@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -228,12 +229,44 @@ class TeacherMapCache:
         return window.flip(-1) if flip else window
 
 
-def video_map_logits(teacher: torch.nn.Module, flow: torch.Tensor) -> torch.Tensor:
-    """The teacher's map logits (w_a * phi, before the softmax) over a whole (2, T, H, W) flow video."""
-    branch = next(iter(teacher.head.branches.values()))
-    with torch.no_grad():
-        phi, _ = teacher.forward_features(flow.unsqueeze(0))
-        return branch.generator.proj(phi).squeeze(1)[0].float().cpu()
+# I3D's phi (Mixed_4f) in time: stride 4 (Conv3d_1a and MaxPool3d_4a, stride 2 each), and a cell
+# sees its 4 frames and up to 31 more on either side (Conv3d_1a 3, Conv3d_2c 2, Mixed_3b/3c 2
+# each, MaxPool3d_4a 2, Mixed_4b-4f 4 each); 32 keeps the margin a multiple of the stride.
+PHI_TIME_STRIDE, PHI_TIME_MARGIN = 4, 32
+CHUNK_FRAMES = 256  # frames of a chunk's own cells: long untrimmed videos never go through in one pass
+
+
+def video_map_logits(teacher: torch.nn.Module, flow: torch.Tensor, chunk_frames: int = CHUNK_FRAMES) -> torch.Tensor:
+    """The teacher's map logits (w_a * phi, before the softmax) over a whole (2, T, H, W) flow video.
+
+    A long video goes through in chunks of `chunk_frames` frames' cells, each read with
+    PHI_TIME_MARGIN frames of context on either side, so every cell sees exactly the frames it
+    sees in one pass over the whole video: the maps are unchanged (to float rounding). Chunks
+    start on the stride and their lengths are the video's modulo the stride, so SAME padding
+    puts their grids where the whole video's lies.
+    """
+    if chunk_frames % PHI_TIME_STRIDE or chunk_frames < PHI_TIME_STRIDE:
+        raise ValueError(f"chunk_frames must be a positive multiple of {PHI_TIME_STRIDE}, got {chunk_frames}")
+    frames = flow.shape[1]
+
+    def logits_of(part: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            phi, _ = teacher.forward_features(part.unsqueeze(0))
+            return teacher.head.proj(phi)[0, 0].float().cpu()  # channel 0: the teacher's one branch
+
+    if frames <= chunk_frames + 2 * PHI_TIME_MARGIN:
+        return logits_of(flow)
+    cells = math.ceil(frames / PHI_TIME_STRIDE)
+    step = chunk_frames // PHI_TIME_STRIDE
+    pieces = []
+    for first in range(0, cells, step):
+        last = min(first + step, cells)
+        begin = max(0, first * PHI_TIME_STRIDE - PHI_TIME_MARGIN)
+        end = min(frames, last * PHI_TIME_STRIDE + PHI_TIME_MARGIN)
+        end = min(frames, end + (frames - end) % PHI_TIME_STRIDE)  # length = the video's, mod the stride
+        offset = begin // PHI_TIME_STRIDE
+        pieces.append(logits_of(flow[:, begin:end])[first - offset:last - offset])
+    return torch.cat(pieces)
 
 
 def read_video_flow(videos: PreparedSet, index: int) -> torch.Tensor:

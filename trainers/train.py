@@ -32,6 +32,7 @@ from vidistill.trainers import tracking
 from vidistill.trainers.attention_images import attention_grid, write_png
 from vidistill.trainers.config import TrainConfig, gumbel_temperature_at, worker_resources
 from vidistill.trainers.data import MODALITY, clip_loader, open_splits
+from vidistill.trainers.flops import step_flops_per_clip
 from vidistill.trainers import methods
 from vidistill.trainers.losses import TeacherSignals, recognition_loss
 from vidistill.trainers.models import create_model, create_student, create_teacher
@@ -203,6 +204,12 @@ def train_worker(args: dict) -> None:
     model = build_model(config, num_classes).to(device, memory_format=memory_format)
     model = ray.train.torch.prepare_model(model, move_to_device=False)
     core = model.module if hasattr(model, "module") else model
+    # Counted once, on the meta device: the trained network's forward + backward of one clip
+    # (a live teacher's forward is not in it), for the TFLOP/s logged per epoch.
+    step_flops = step_flops_per_clip(core, (core.in_channels, config.data.clip_length, config.data.crop_size,
+                                            config.data.crop_size))
+    if rank == 0:
+        client.log_param(run_id, "train_step_gflop_per_clip", round(step_flops / 1e9, 3))
     checkpoint = ray.train.get_checkpoint()
     state = None
     if checkpoint:
@@ -310,8 +317,11 @@ def train_worker(args: dict) -> None:
         metrics.update(best.metrics())
         if scheduled:
             metrics["gumbel_temperature"] = temperature
+        total_clips = _total(clips, device)
         metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], epoch_seconds=train_seconds,
-                       train_clips_per_second=_total(clips, device) / train_seconds)
+                       train_clips_per_second=total_clips / train_seconds)
+        if on_gpu:  # what the chips did, all workers together (the ~790 bf16 TFLOP/s of an H200 is the roof)
+            metrics["train_tflops"] = step_flops * total_clips / train_seconds / 1e12
 
         if rank == 0:
             _log_epoch(client, run_id, metrics, epoch)

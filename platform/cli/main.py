@@ -12,6 +12,7 @@ from vidistill.platform.cli.compare import compare
 from vidistill.platform.cli.jobs import jobs
 from vidistill.platform.cli.detection import make_untrimmed_command
 from vidistill.platform.cli.pipeline import pipeline
+from vidistill.platform.cli.predict import predict
 from vidistill.platform.cli.quickstart import quickstart
 from vidistill.platform.cli.submit import submit_job
 from vidistill.platform.cli.ui import ui
@@ -42,6 +43,7 @@ datasets.add_command(make_untrimmed_command)
 cli.add_command(submit_job)
 cli.add_command(pipeline)
 cli.add_command(compare)
+cli.add_command(predict)
 cli.add_command(jobs)
 cli.add_command(dispatcher)
 cli.add_command(cluster)

@@ -103,20 +103,18 @@ class SoftAttention(nn.Module):
 
     w_a is a 1x1x1 convolution without bias (Sec. 3.2): without a bias, the only
     way to a uniform map is w_a = 0, which a normal initialisation never reaches.
+    `AttentionHeads` holds the w_a of all its branches as one convolution (one output
+    channel per branch) and hands each branch its channel, w_a * phi.
     """
 
     probabilistic = False
 
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.proj = nn.Conv3d(in_channels, 1, kernel_size=1, bias=False)
-
-    def log_probs(self, phi: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         # float32 under autocast: the maps feed KL terms and a softmax over H*W cells.
-        return spatial_log_softmax(self.proj(phi).squeeze(1).float())
+        return spatial_log_softmax(logits.float())
 
-    def forward(self, phi: torch.Tensor) -> AttentionMap:
-        log_probs = self.log_probs(phi)
+    def forward(self, logits: torch.Tensor) -> AttentionMap:
+        log_probs = self.log_probs(logits)
         return AttentionMap(log_probs, log_probs.exp(), probabilistic=False)
 
 
@@ -129,14 +127,14 @@ class ProbabilisticAttention(SoftAttention):
 
     probabilistic = True
 
-    def __init__(self, in_channels: int, temperature: float = 0.5):
-        super().__init__(in_channels)
+    def __init__(self, temperature: float = 0.5):
+        super().__init__()
         if temperature <= 0:
             raise ValueError(f"gumbel temperature must be positive, got {temperature}")
         self.temperature = temperature
 
-    def forward(self, phi: torch.Tensor) -> AttentionMap:
-        log_probs = self.log_probs(phi)
+    def forward(self, logits: torch.Tensor) -> AttentionMap:
+        log_probs = self.log_probs(logits)
         weights = gumbel_softmax_sample(log_probs, self.temperature) if self.training else log_probs.exp()
         return AttentionMap(log_probs, weights, probabilistic=True)
 
@@ -189,19 +187,17 @@ def attention_pool(features: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
 class AttentionBranch(nn.Module):
     """One F_A (map generation) + F_R (attention-guided recognition) pair."""
 
-    def __init__(self, variant: AttentionVariant, phi_channels: int, num_features: int, num_classes: int,
+    def __init__(self, variant: AttentionVariant, num_features: int, num_classes: int,
                  dropout: float, gumbel_temperature: float):
         super().__init__()
         self.variant = variant
-        self.generator = (
-            ProbabilisticAttention(phi_channels, gumbel_temperature) if variant.probabilistic
-            else SoftAttention(phi_channels)
-        )
+        self.generator = ProbabilisticAttention(gumbel_temperature) if variant.probabilistic else SoftAttention()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(num_features, num_classes)
 
-    def forward(self, phi: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, AttentionMap]:
-        amap = self.generator(phi)
+    def forward(self, logits: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, AttentionMap]:
+        """`logits`: this branch's w_a * phi, (batch, T, H, W)."""
+        amap = self.generator(logits)
         pooled = attention_pool(features, pool_attention_to_grid(amap.weights, features.shape[-3:]))
         if self.variant.residual:
             # Eq. 5: (A + I) (x) phi adds the average-pooled features back in.
@@ -222,7 +218,7 @@ class AttentionHeads(nn.Module):
     one confident branch then decides, where Eq. 7 lets the other branch's mass count.
     """
 
-    def __init__(self, names: tuple[str, ...], fusion: str = "logits", **branch_kwargs):
+    def __init__(self, names: tuple[str, ...], phi_channels: int, fusion: str = "logits", **branch_kwargs):
         super().__init__()
         if not names or len(set(names)) != len(names):
             raise ValueError(f"attention heads need distinct names, got {names!r}")
@@ -230,13 +226,41 @@ class AttentionHeads(nn.Module):
             raise ValueError(f"branch fusion must be one of {BRANCH_FUSIONS}, not {fusion!r}")
         self.fusion = fusion
         self.branches = nn.ModuleDict({name: AttentionBranch(**branch_kwargs) for name in names})
+        # Every branch's w_a (Eq. 1/2) as one 1x1x1 convolution, output channel i for branch i:
+        # the student's motion and appearance maps cost one convolution over phi, not two
+        # (batch-1 inference is launch-bound, issue 18). Same fan-in, so the same initialisation.
+        self.proj = nn.Conv3d(phi_channels, len(names), kernel_size=1, bias=False)
+        self.register_load_state_dict_pre_hook(_merge_branch_projections)
 
     def forward(self, phi: torch.Tensor, features: torch.Tensor) -> ModelOutput:
+        logits = self.proj(phi)
         outputs, maps = [], {}
-        for name, branch in self.branches.items():
-            branch_logits, maps[name] = branch(phi, features)
+        for i, (name, branch) in enumerate(self.branches.items()):
+            branch_logits, maps[name] = branch(logits[:, i], features)
             outputs.append(branch_logits)
         return ModelOutput(fuse_branches(outputs, getattr(self, "fusion", "logits")), features, maps)
+
+    def __setstate__(self, state: dict) -> None:
+        """Models pickled before the shared projection (the registry keeps whole modules) held
+        one w_a per branch, `branches.NAME.generator.proj`: stack them into `proj`."""
+        super().__setstate__(state)
+        if "proj" in self._modules:
+            return
+        old = [branch.generator._modules.pop("proj") for branch in self.branches.values()]
+        weight = old[0].weight
+        self.proj = nn.Conv3d(weight.shape[1], len(old), kernel_size=1, bias=False,
+                              device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.cat([conv.weight for conv in old]))
+        self.proj.weight.requires_grad_(weight.requires_grad)
+
+
+def _merge_branch_projections(module: AttentionHeads, state_dict, prefix, *args) -> None:
+    """State dicts saved before the shared projection: `branches.NAME.generator.proj.weight`
+    (one (1, C, 1, 1, 1) w_a per branch) become `proj.weight`, stacked in branch order."""
+    keys = [f"{prefix}branches.{name}.generator.proj.weight" for name in module.branches]
+    if f"{prefix}proj.weight" not in state_dict and all(key in state_dict for key in keys):
+        state_dict[f"{prefix}proj.weight"] = torch.cat([state_dict.pop(key) for key in keys])
 
 
 def fuse_branches(logits: list[torch.Tensor], fusion: str) -> torch.Tensor:
