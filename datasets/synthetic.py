@@ -5,7 +5,9 @@ One of them moves; the others (distractors) stand still. The class is the moving
 motion pattern (direction, speed change, oscillation, rotation...). No single frame tells the
 class, and no object looks different from another, so an appearance model cannot solve it
 while a flow model can: the test bed for "does distilling motion attention help the RGB
-student". Output is the generic layout::
+student". The harder levels (`DIFFICULTIES`) add decoys: smaller copies that also move with
+class patterns, so that the class is only in the larger mover's motion, read where it is.
+Output is the generic layout::
 
     <out>/classes.txt                class names, line order = label
     <out>/<class>/<class>_000.avi    encoded videos (mpeg4 .avi, h264 .mp4, vp9 .webm, mjpeg .avi)
