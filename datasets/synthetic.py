@@ -78,6 +78,10 @@ class SyntheticConfig:
     # border cell per class, 0.7-1.3x uniform on the actor). With decoys "something moves right"
     # no longer gives the class: only the larger mover's motion does, which a cell sees best where
     # that mover is, and an RGB network can find it by its size once told where to look.
+    # How far the actor travels over the video, as a fraction of the frame (drawn per video). A
+    # long travel ties where the actor is to its class (a move-right actor starts on the left),
+    # a place a teacher's map can encode the class by; a short one frees it.
+    travel: tuple[float, float] = (0.35, 0.55)
     decoys: int = 0
     decoy_scale: float = 0.6  # a decoy's size over the actor's
 
@@ -93,6 +97,8 @@ class SyntheticConfig:
             raise DatasetError("width and height must be even and at least 32")
         if self.frames < 2 or self.videos_per_class < 1 or self.distractors < 0:
             raise DatasetError("need frames >= 2, videos_per_class >= 1, distractors >= 0")
+        if not 0.0 < self.travel[0] <= self.travel[1] <= 0.8:
+            raise DatasetError(f"travel must be (low, high) with 0 < low <= high <= 0.8, got {self.travel}")
         if self.decoys < 0 or not 0.2 <= self.decoy_scale <= 0.9:
             raise DatasetError(f"need decoys >= 0 (got {self.decoys}) and decoy_scale in [0.2, 0.9] (got "
                                f"{self.decoy_scale}): a decoy must stay visibly smaller than the actor")
@@ -125,7 +131,7 @@ def _trajectory(pattern: str, config: SyntheticConfig, rng: np.random.Generator,
     width, height = config.width, config.height
     t = np.linspace(0.0, 1.0, config.frames)
     dx, dy, angle = MOTION_PATTERNS[pattern](t)
-    span = rng.uniform(0.35, 0.55) * np.array([width, height])  # speed varies across videos
+    span = rng.uniform(*config.travel) * np.array([width, height])  # speed varies across videos
     path = np.stack([dx, dy], axis=1) * span
     margin = size * 0.6
     low = margin - path.min(axis=0)

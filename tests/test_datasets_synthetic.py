@@ -174,3 +174,24 @@ def test_decoys_are_smaller_copies_that_move_and_nothing_else_moves():
     assert "decoys" not in DIFFICULTIES["easy"]  # the quickstart's set stays as it was
     with pytest.raises(Exception, match="decoy_scale"):
         SyntheticConfig(decoys=2, decoy_scale=1.0)
+
+
+def test_a_short_travel_frees_where_the_actor_is_from_its_class():
+    """With the default travel a move-right actor starts in the left part of the frame (a place a
+    teacher's map can encode the class by); a short travel lets it start almost anywhere."""
+    def starts(travel):
+        config = SyntheticConfig(classes=4, frames=8, width=128, height=96, distractors=0, noise=0.0, travel=travel)
+        tracks = []
+        for seed in range(40):
+            track = []
+            render_video("move-right", config, np.random.default_rng(seed), track)
+            tracks.append(track)
+        return np.array([t[0][0] for t in tracks]), np.array([t[-1][0] - t[0][0] for t in tracks])
+
+    long_starts, long_travel = starts((0.35, 0.55))
+    short_starts, short_travel = starts((0.1, 0.15))
+    assert long_starts.max() < 128 * 0.55 and short_starts.max() > 128 * 0.7
+    assert np.all((short_travel >= 0.1 * 128 - 1e-6) & (short_travel <= 0.15 * 128 + 1e-6))
+    assert np.all(long_travel >= 0.35 * 128 - 1e-6)
+    with pytest.raises(Exception, match="travel"):
+        SyntheticConfig(travel=(0.5, 0.2))
