@@ -5,7 +5,9 @@ One of them moves; the others (distractors) stand still. The class is the moving
 motion pattern (direction, speed change, oscillation, rotation...). No single frame tells the
 class, and no object looks different from another, so an appearance model cannot solve it
 while a flow model can: the test bed for "does distilling motion attention help the RGB
-student". Output is the generic layout::
+student". The harder levels (`DIFFICULTIES`) add decoys: smaller copies that also move with
+class patterns, so that the class is only in the larger mover's motion, read where it is.
+Output is the generic layout::
 
     <out>/classes.txt                class names, line order = label
     <out>/<class>/<class>_000.avi    encoded videos (mpeg4 .avi, h264 .mp4, vp9 .webm, mjpeg .avi)
@@ -69,6 +71,19 @@ class SyntheticConfig:
     # longer enough to find the actor (a flow teacher must see *how* it moves).
     actor_size: float = 0.18  # the object's size as a fraction of min(width, height)
     distractor_drift: float = 0.0  # pixels per frame each distractor drifts, in a random direction
+    # Decoys: smaller copies that move like an actor, each with a motion pattern drawn from the
+    # classes (the actor's own included). Without them the actor is the only thing that moves, so
+    # a Mixed_4f cell anywhere in the crop, whose receptive field covers most of it, sees the
+    # class, and the teacher's map is free to encode the class by *where* it looks (measured: a
+    # border cell per class, 0.7-1.3x uniform on the actor). With decoys "something moves right"
+    # no longer gives the class: only the larger mover's motion does, which a cell sees best where
+    # that mover is, and an RGB network can find it by its size once told where to look.
+    # How far the actor travels over the video, as a fraction of the frame (drawn per video). A
+    # long travel ties where the actor is to its class (a move-right actor starts on the left),
+    # a place a teacher's map can encode the class by; a short one frees it.
+    travel: tuple[float, float] = (0.35, 0.55)
+    decoys: int = 0
+    decoy_scale: float = 0.6  # a decoy's size over the actor's
 
     def __post_init__(self) -> None:
         if not 2 <= self.classes <= len(MOTION_PATTERNS):
@@ -82,6 +97,11 @@ class SyntheticConfig:
             raise DatasetError("width and height must be even and at least 32")
         if self.frames < 2 or self.videos_per_class < 1 or self.distractors < 0:
             raise DatasetError("need frames >= 2, videos_per_class >= 1, distractors >= 0")
+        if not 0.0 < self.travel[0] <= self.travel[1] <= 0.8:
+            raise DatasetError(f"travel must be (low, high) with 0 < low <= high <= 0.8, got {self.travel}")
+        if self.decoys < 0 or not 0.2 <= self.decoy_scale <= 0.9:
+            raise DatasetError(f"need decoys >= 0 (got {self.decoys}) and decoy_scale in [0.2, 0.9] (got "
+                               f"{self.decoy_scale}): a decoy must stay visibly smaller than the actor")
         if not 0.04 <= self.actor_size <= 0.4 or self.distractor_drift < 0:
             raise DatasetError(f"need actor_size in [0.04, 0.4] (got {self.actor_size}) and distractor_drift >= 0 "
                                f"(got {self.distractor_drift})")
@@ -105,6 +125,22 @@ def _draw(image: np.ndarray, centre, angle: float, outline: np.ndarray, colour) 
     cv2.fillPoly(image, [np.rint(points * (1 << shift)).astype(np.int32)], colour, cv2.LINE_AA, shift)
 
 
+def _trajectory(pattern: str, config: SyntheticConfig, rng: np.random.Generator, size: float):
+    """(centres (frames, 2), angles (frames,)) of an object of `size` px moving with `pattern`,
+    at a speed and start drawn so that it stays inside the frame."""
+    width, height = config.width, config.height
+    t = np.linspace(0.0, 1.0, config.frames)
+    dx, dy, angle = MOTION_PATTERNS[pattern](t)
+    span = rng.uniform(*config.travel) * np.array([width, height])  # speed varies across videos
+    path = np.stack([dx, dy], axis=1) * span
+    margin = size * 0.6
+    low = margin - path.min(axis=0)
+    high = np.array([width, height]) - margin - path.max(axis=0)
+    start = rng.uniform(low, np.maximum(low, high))
+    start_angle = rng.uniform(0, 2 * math.pi)
+    return start + path, start_angle + angle
+
+
 def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator,
                  actor_track: list | None = None) -> np.ndarray:
     """(frames, height, width, 3) uint8 RGB frames of one video of the given motion pattern;
@@ -114,15 +150,8 @@ def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator
     outline = _object_outline(size)
     background = rng.integers(30, 100, size=3)
     colour = tuple(int(c) for c in rng.integers(150, 256, size=3))
-    t = np.linspace(0.0, 1.0, config.frames)
-    dx, dy, angle = MOTION_PATTERNS[pattern](t)
-    span = rng.uniform(0.35, 0.55) * np.array([width, height])  # speed varies across videos
-    path = np.stack([dx, dy], axis=1) * span
+    centres, angles = _trajectory(pattern, config, rng, size)
     margin = size * 0.6
-    low = margin - path.min(axis=0)
-    high = np.array([width, height]) - margin - path.max(axis=0)
-    start = rng.uniform(low, np.maximum(low, high))
-    start_angle = rng.uniform(0, 2 * math.pi)
     distractors = [
         (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin),
          rng.uniform(0, 2 * math.pi))
@@ -133,15 +162,21 @@ def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator
     if config.distractor_drift > 0:
         heading = rng.uniform(0, 2 * math.pi, len(distractors))
         drift = config.distractor_drift * np.stack([np.cos(heading), np.sin(heading)], axis=1)
+    decoy_size = config.decoy_scale * size
+    decoys = [_trajectory(str(rng.choice(config.class_names)), config, rng, decoy_size)
+              for _ in range(config.decoys)]
+    decoy_outline = _object_outline(decoy_size)
     video = np.empty((config.frames, height, width, 3), np.uint8)
     for i in range(config.frames):
         image = np.empty((height, width, 3), np.uint8)
         image[:] = background
         for (x, y, a), (vx, vy) in zip(distractors, drift):
             _draw(image, (x + vx * i, y + vy * i), a, outline, colour)
-        _draw(image, start + path[i], start_angle + angle[i], outline, colour)
+        for decoy_centres, decoy_angles in decoys:
+            _draw(image, decoy_centres[i], decoy_angles[i], decoy_outline, colour)
+        _draw(image, centres[i], angles[i], outline, colour)
         if actor_track is not None:
-            actor_track.append([float(c) for c in start + path[i]])
+            actor_track.append([float(c) for c in centres[i]])
         noisy = image + rng.normal(0.0, config.noise * 255.0, image.shape)
         video[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return video
@@ -149,10 +184,12 @@ def render_video(pattern: str, config: SyntheticConfig, rng: np.random.Generator
 
 # The generator's difficulty axis: SyntheticConfig fields per level, on top of a size's own
 # (classes, videos, frames). "easy" is the set the accuracy benchmark and quickstart use.
+# "medium" and "hard" add decoys: without moving clutter the flow teacher has no reason to look
+# at the actor (see SyntheticConfig.decoys), and a comparison gated on its actor mass needs one.
 DIFFICULTIES: dict[str, dict] = {
     "easy": dict(distractors=1),
-    "medium": dict(distractors=3, actor_size=0.14),
-    "hard": dict(distractors=5, actor_size=0.11, distractor_drift=0.6),
+    "medium": dict(distractors=2, actor_size=0.16, decoys=2, decoy_scale=0.55),
+    "hard": dict(distractors=3, actor_size=0.13, distractor_drift=0.6, decoys=3, decoy_scale=0.7),
 }
 
 

@@ -159,6 +159,11 @@ def rows_csv(rows: list[Row]) -> str:
     return out.getvalue()
 
 
+# Issue 13: a teacher whose map is not on the actor (a class code on border cells measured 0.6-1.3x
+# uniform) has no where-to-look to give, so its comparison cannot test the paper's claim.
+ACTOR_MASS_GATE = 3.0
+
+
 @dataclass
 class StudyReport:
     name: str
@@ -168,9 +173,15 @@ class StudyReport:
     files: dict[str, str]  # csv, markdown, plots: where they were written
     study_run: str | None
 
+    @property
+    def teacher_gate(self) -> dict[str, bool]:
+        """Per difficulty: does the teacher look at the actor (actor mass >= ACTOR_MASS_GATE x uniform)?"""
+        return {difficulty: ratio >= ACTOR_MASS_GATE for difficulty, ratio in self.actor_mass.items()}
+
     def to_dict(self) -> dict:
         return {"name": self.name, "rows": [row.flat() for row in self.rows], "pending": self.pending,
-                "teacher_actor_mass_ratio": self.actor_mass, "files": self.files, "study_run": self.study_run,
+                "teacher_actor_mass_ratio": self.actor_mass, "teacher_gate_passed": self.teacher_gate,
+                "files": self.files, "study_run": self.study_run,
                 "tests": {f"{r.difficulty}/{r.arm}": asdict(r.versus_rgb) for r in self.rows if r.versus_rgb}}
 
 

@@ -177,6 +177,7 @@ def test_the_report_of_finished_jobs_writes_the_table_and_plots_and_logs_them_to
     # 4 classes: twice chance is 0.5, reached at epoch 2 (seed 0) and never (seed 1) by RGB.
     assert rgb.leaves_chance == {0: 2, 1: None} and student.leaves_chance == {0: 3, 1: 1}
     assert report.actor_mass == {"easy": pytest.approx(2.0)} and report.pending == []
+    assert report.to_dict()["teacher_gate_passed"] == {"easy": False}  # 2x uniform: below the 3x gate
     assert "| easy | RGB I3D (plain) | 0.562 +- 0.088 | 2 | 0.500 0.625 |" in Path(report.files["markdown"]).read_text()
     logged = {f.path for f in client.list_artifacts(report.study_run)}
     assert {"table.csv", "table.md", "accuracy.png", "curves.png", "study.json"} <= logged

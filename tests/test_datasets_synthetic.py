@@ -129,3 +129,69 @@ def test_difficulty_levers_shrink_the_actor_and_make_distractors_drift():
     assert set(DIFFICULTIES) == {"easy", "medium", "hard"}
     with pytest.raises(Exception, match="actor_size"):
         SyntheticConfig(actor_size=0.9)
+
+
+def test_decoys_are_smaller_copies_that_move_and_nothing_else_moves():
+    """Medium and hard add decoys (issue 13: a flow teacher with no moving clutter encodes the class
+    by where it looks, not by looking at the actor): smaller copies moving with class patterns.
+    Apart from the actor and the decoys nothing changes between frames (no border, no camera)."""
+    from vidistill.datasets.synthetic import DIFFICULTIES
+
+    def changed_outside_actor(video, track, radius):
+        ys, xs = np.mgrid[: video.shape[1], : video.shape[2]]
+        outside = []
+        for i in range(len(video) - 1):
+            near = np.zeros(video.shape[1:3], bool)
+            for x, y in track[i: i + 2]:  # the actor where it was and where it is
+                near |= (xs - x) ** 2 + (ys - y) ** 2 <= radius ** 2
+            changed = np.abs(video[i].astype(int) - video[i + 1]).sum(axis=-1) > 0
+            outside.append(changed & ~near)
+        return np.stack(outside)
+
+    base = dict(classes=4, frames=12, width=128, height=96, distractors=2, actor_size=0.16, noise=0.0)
+
+    def render_track(seed):
+        track = []
+        render_video("move-up", SyntheticConfig(**base), np.random.default_rng(seed), track)
+        return track
+
+    radius = 0.6 * 0.16 * 96 + 2  # the outline's farthest point, plus anti-aliasing
+    for seed in range(3):
+        track, still = [], render_video("move-up", SyntheticConfig(**base), np.random.default_rng(seed), [])
+        video = render_video("move-up", SyntheticConfig(**base, decoys=2, decoy_scale=0.55),
+                             np.random.default_rng(seed), track)
+        assert not changed_outside_actor(still, track, radius).any()  # static copies: only the actor moves
+        moving = changed_outside_actor(video, track, radius)
+        assert moving.sum(axis=(1, 2)).min() > 10  # the decoys move in every frame
+        # Decoys are drawn from the stream's end: the actor and the static copies stay where they were.
+        assert track == render_track(seed)
+        objects = (np.abs(video[0].astype(int) - video[0, 0, 0]).sum(axis=-1) > 60).astype(np.uint8)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(objects)
+        areas = sorted(stats[1:, cv2.CC_STAT_AREA])
+        if count - 1 == 5:  # no two objects overlap in the first frame: 2 decoys, 3 actor-sized copies
+            assert areas[1] / areas[-1] < 0.55 ** 2 * 1.4 and areas[2] / areas[-1] > 0.85
+    assert DIFFICULTIES["medium"]["decoys"] > 0 and DIFFICULTIES["hard"]["decoys"] > 0
+    assert "decoys" not in DIFFICULTIES["easy"]  # the quickstart's set stays as it was
+    with pytest.raises(Exception, match="decoy_scale"):
+        SyntheticConfig(decoys=2, decoy_scale=1.0)
+
+
+def test_a_short_travel_frees_where_the_actor_is_from_its_class():
+    """With the default travel a move-right actor starts in the left part of the frame (a place a
+    teacher's map can encode the class by); a short travel lets it start almost anywhere."""
+    def starts(travel):
+        config = SyntheticConfig(classes=4, frames=8, width=128, height=96, distractors=0, noise=0.0, travel=travel)
+        tracks = []
+        for seed in range(40):
+            track = []
+            render_video("move-right", config, np.random.default_rng(seed), track)
+            tracks.append(track)
+        return np.array([t[0][0] for t in tracks]), np.array([t[-1][0] - t[0][0] for t in tracks])
+
+    long_starts, long_travel = starts((0.35, 0.55))
+    short_starts, short_travel = starts((0.1, 0.15))
+    assert long_starts.max() < 128 * 0.55 and short_starts.max() > 128 * 0.7
+    assert np.all((short_travel >= 0.1 * 128 - 1e-6) & (short_travel <= 0.15 * 128 + 1e-6))
+    assert np.all(long_travel >= 0.35 * 128 - 1e-6)
+    with pytest.raises(Exception, match="travel"):
+        SyntheticConfig(travel=(0.5, 0.2))

@@ -83,7 +83,7 @@ def compare(name, arms, seeds, difficulties, size, common, warm_start, report_on
     from vidistill.platform.kinds import ConfigError
     from vidistill.platform.queue import JobNotFound
     from vidistill.platform.study import StudyError, StudySpec, StudyRecord, study_folder, submit_study, wait_for_study
-    from vidistill.platform.study_report import format_rows, study_report
+    from vidistill.platform.study_report import ACTOR_MASS_GATE, format_rows, study_report
 
     def echo(line: str) -> None:
         click.echo(line, err=as_json)
@@ -118,7 +118,10 @@ def compare(name, arms, seeds, difficulties, size, common, warm_start, report_on
     click.echo("")
     click.echo(format_rows(report.rows) if report.rows else "no evaluation has finished yet")
     for difficulty, ratio in report.actor_mass.items():
-        click.echo(f"teacher actor mass ({difficulty}): {ratio:.2f}x uniform (mean over the distillation runs)")
+        click.echo(f"teacher actor mass ({difficulty}): {ratio:.2f}x uniform (mean over the distillation runs)"
+                   + ("" if report.teacher_gate[difficulty] else
+                      f"; below the gate ({ACTOR_MASS_GATE:g}x): the teacher does not look at the actor, so this "
+                      "level cannot test whether distilling where-to-look helps"))
     if report.pending:
         click.echo("not in the table yet: " + "; ".join(report.pending))
     click.echo(f"written: {', '.join(report.files.values())}")
