@@ -22,6 +22,11 @@ accuracy. The best trial (by its last epoch) has its final checkpoint registered
 trained model, with `vidistill.tune.*` tags holding its trial config. A results table goes to
 stdout and to the tuning run as `tune_results.csv` and `tune_results.md`.
 
+Detectors: `tune_detector(DetectorTrainConfig(...), parse_space(data, "detection"), trials)`
+searches a temporal action detector's fields and its method's options (`method_options.*`, e.g.
+the decomposed method's mimic weight and fusion window); each trial is one `train_detector` in
+its own Ray process, ranked by validation mAP on a held-out slice of the training videos.
+
 Resume: the experiment lives at `storage/name`. Calling `tune` again with the same name after
 the process died restores it (`Tuner.restore`): finished trials are kept, unfinished ones
 continue from their last Ray Train checkpoint in their own child run, and everything stays in
@@ -542,11 +547,18 @@ def _run_detector_trial(params: dict, *, base, parent: str, env: dict, tracking_
         for key, value in params.items():
             client.set_tag(run_id, f"{TAG_PREFIX}{key}", value)
 
+    last = {}
+
     def report(metrics: dict) -> None:
-        ray.tune.report({**metrics, TIME_ATTR: metrics["epoch"] + 1,
-                         SCORE: _score(metrics.get(DETECTION_METRIC), metrics.get("val_loss"))})
+        metrics = {**metrics, TIME_ATTR: metrics["epoch"] + 1,
+                   SCORE: _score(metrics.get(DETECTION_METRIC), metrics.get("val_loss"))}
+        if metrics[TIME_ATTR] < config.epochs:
+            ray.tune.report(metrics)
+        else:  # at max_t Tune ends the trial's process: report once the model is logged
+            last.update(metrics)
 
     if found:  # a restored search restarts an unfinished trial in its own child run
         print(f"[vidistill] trial {trial_id} restarts in MLflow run {found[0].info.run_id}", flush=True)
     train_detector(config, on_run=tag, parent_run_id=parent, run_id=found[0].info.run_id if found else None,
                    on_epoch=report, register=False)
+    ray.tune.report(last)
