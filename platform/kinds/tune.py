@@ -50,6 +50,9 @@ class TuneJobConfig(TrainJobConfig):
         "snippet features (--root, --features, --set of detector fields as in `submit-job train-detector`)")
     features: list[str] = Field(default_factory=list, description=
         "detection: feature folder(s) of the searched detector, as `train-detector --features`")
+    set: list[str] = Field(default_factory=list, description=
+        "dotted override of the training config, e.g. optim.lr=0.003 (fields listed below); with --task "
+        "detection, of the detector config instead, e.g. method=decomposed (`submit-job train-detector --help`)")
     teacher: str | None = Field(None, description="the flow teacher's registry URI (students); sets distill.teacher")
     space: str | None = Field(None, description=
         "YAML/TOML search space, e.g. `lr: {loguniform: [0.001, 0.1]}`; default: lambda1, lambda2, "
