@@ -28,7 +28,8 @@ val_fraction=...`, a quarter by default), never the test subset. The best detect
 
     vidistill submit-job tune --task detection --root UNTRIMMED --features FEAT/rgb \\
         --set method=decomposed --set 'teachers=[{features: FEAT/flow, detector: "models:/D-detector-flow/1"}]' \\
-        --space space.yaml --trials 8     # space.yaml: {mimic_weight: {loguniform: [0.1, 10]}, fusion_window: [3, 5, 9]}
+        --space space.yaml --trials 8
+    # space.yaml: {mimic_weight: {loguniform: [0.1, 10]}, fusion_window: [3, 5, 9]}
 """
 from __future__ import annotations
 
@@ -125,7 +126,8 @@ class TuneJobConfig(TrainJobConfig):
             if not self.root or not self.features:
                 raise ConfigError("features" if self.root else "root", "a detection search needs --root (the "
                                   "annotated set) and --features (the feature folders, as train-detector's)")
-            data = {"root": self.root, "features": list(self.features), **({"layout": self.layout} if self.layout else {})}
+            data = {"root": self.root, "features": list(self.features),
+                    **({"layout": self.layout} if self.layout else {})}
             # (the device follows trial_gpus when the search runs)
             self.resolved_detector = parse(DetectorTrainConfig, apply_overrides(data, list(self.set))).model_dump()
         try:
