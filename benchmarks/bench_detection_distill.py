@@ -4,9 +4,12 @@
     # or one process per seed, then one table:
     python benchmarks/bench_detection_distill.py --seeds 1 --no-cost --out s1.json  # ... s0.json, s2.json
     python benchmarks/bench_detection_distill.py --table s0.json s1.json s2.json
+    # another RGB backbone's features (extract-features of it over WORKDIR/untrimmed-prepared):
+    python benchmarks/bench_detection_distill.py --rgb-features FEAT/rgb-probdistill --seeds 0 --out s0.json
 
 Reads the features of a finished bench_detection_synthetic.py run (its --workdir: untrimmed/,
-features/rgb, features/flow; nothing is written there). Per seed: the RGB-only, flow-only and
+features/rgb, features/flow; nothing is written there; --rgb-features names another RGB
+feature folder of the same videos and grid, e.g. a second backbone's). Per seed: the RGB-only, flow-only and
 two-stream detectors; the flow-only one, registered in a private MLflow home, is the frozen
 teacher of the distilled rows (feature distillation, decomposed, decomposed without fusion,
 decomposed without the shared head). Prints mAP@{0.3..0.7} and their average as mean +- std,
@@ -123,6 +126,8 @@ def inference_cost(detectors: dict, data: dict, prepared: Path, repeats: int = 3
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/work/cache/det-bench"))
+    parser.add_argument("--rgb-features", type=Path, help=(
+        "RGB feature folder of the student rows and RGB-only / two-stream [default: WORKDIR/features/rgb]"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--detector", nargs="*", default=[f"{k}={v}" for k, v in DETECTOR.items()])
     parser.add_argument("--out", type=Path, help="JSON of every result [default: a temporary folder]")
@@ -140,6 +145,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     root, rgb, flow = (str(args.workdir / p) for p in ("untrimmed", "features/rgb", "features/flow"))
+    rgb = str(args.rgb_features or rgb)
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.detector)}
     out = args.out or Path(os.environ["VIDISTILL_HOME"]) / "bench_detection_distill.json"
     rows: dict[str, list] = {}
@@ -168,11 +174,12 @@ def main() -> None:
             r2.setdefault(name, []).append(motion_r2(result.model, teacher, data["rgb"], data["flow"]))
             print(f"{name} seed {seed}: avg {result.metrics['mAP_avg']:.3f}, motion R2 {r2[name][-1]:.3f} "
                   f"({result.seconds:.0f} s)", flush=True)
-        out.write_text(json.dumps({"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides}, indent=1))
+        out.write_text(json.dumps({"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides,
+                                   "rgb_features": rgb}, indent=1))
     cost = {} if args.no_cost else inference_cost(
         {k: models[k] for k in ("RGB-only", "flow-only", "two-stream", "feature distillation", "decomposed")},
         data, args.workdir / "untrimmed-prepared")
-    result = {"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides, "cost": cost}
+    result = {"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides, "cost": cost, "rgb_features": rgb}
     out.write_text(json.dumps(result, indent=1))
     print_table(result)
     print(f"\nresults: {out}")
@@ -184,6 +191,7 @@ def merge(results: list[dict]) -> dict:
     for result in results:
         merged["seeds"] += result["seeds"]
         merged["cost"] = result.get("cost") or merged["cost"]
+        merged["rgb_features"] = result.get("rgb_features", merged.get("rgb_features"))
         for key in ("rows", "r2"):
             for name, values in result[key].items():
                 merged[key].setdefault(name, []).extend(values)
@@ -194,6 +202,8 @@ def print_table(result: dict) -> None:
     rows, r2, cost = result["rows"], result["r2"], result.get("cost")
     thresholds = [k for k in rows["RGB-only"][0] if k.startswith("mAP@")]
     print(f"\nSynthetic untrimmed benchmark, protocol thumos14, mean +- std over seeds {result['seeds']}")
+    if result.get("rgb_features"):
+        print(f"RGB features: {result['rgb_features']}")
     print("| detector | " + " | ".join(thresholds) + " | avg | avg - RGB-only (paired) | motion R^2 |")
     print("|---" * (len(thresholds) + 4) + "|")
     base = np.array([m["mAP_avg"] for m in rows["RGB-only"]])

@@ -17,6 +17,17 @@ registered version record the resulting value.
 
 A method's own options are searched by their dotted name, e.g. `distill.options.weight: [0.5, 2]`
 (checked against the method's schema by `check_space`).
+
+A detector search (`task="detection"`, the base a `DetectorTrainConfig`) searches the detector's
+fields (`lr`, `dim`, `window`, ...) and its distillation method's options by their dotted name,
+with short names for the decomposed method's knobs::
+
+    mimic_weight: {loguniform: [0.1, 10]}                 # method_options.mimic_weight
+    fusion_window: [3, 5, 9]                              # method_options.fusion_window
+    lr: {loguniform: [0.0003, 0.003]}
+    method_options.joint_weight: [0.5, 1, 2]
+
+Its data, method, teachers, epochs (ASHA's time axis) and seed are not searched.
 """
 from __future__ import annotations
 
@@ -39,6 +50,13 @@ SEARCHABLE_PREFIXES = ("model.", "optim.", "distill.")
 NOT_SEARCHABLE = {"distill.teacher", "distill.objective", "model.name", "model.pretrained"}
 LAMBDA2 = "distill.lambda2"
 OPTIONS = "distill.options."
+TASKS = ("recognition", "detection")
+# The detector's: what it trains on and how it is recorded is the base config's, not a knob.
+DETECTION_ALIASES = {"mimic_weight": "method_options.mimic_weight", "fusion_window": "method_options.fusion_window"}
+DETECTION_OPTIONS = "method_options."
+DETECTION_NOT_SEARCHABLE = {"root", "layout", "annotations", "features", "train_subset", "test_subset", "device",
+                            "protocol", "experiment", "name", "registry", "method", "teachers", "method_options",
+                            "val_fraction", "val_seed", "epochs", "seed"}
 
 
 @dataclass(frozen=True)
@@ -100,40 +118,70 @@ def default_space(role: str = "distill") -> SearchSpace:
     return parse_space(data)
 
 
-def load_space(path: str | Path) -> SearchSpace:
+def default_detection_space(method: str = "none") -> SearchSpace:
+    """The detector's lr, plus the loss weight (and fusion window) of a feature-mimic method."""
+    data: dict[str, Any] = {"lr": {"loguniform": [3e-4, 3e-3]}}
+    if method in ("feature", "decomposed"):
+        data["mimic_weight"] = {"loguniform": [0.1, 10.0]}
+    if method == "decomposed":
+        data["fusion_window"] = {"choice": [3, 5, 9]}
+    return parse_space(data, "detection")
+
+
+def load_space(path: str | Path, task: str = "recognition") -> SearchSpace:
     """A space from a YAML/TOML/JSON file; a bad entry is refused with `space.<key>: why`."""
     data = read_config_file(path)
     if not isinstance(data, dict):
         raise ConfigError("space", f"{path} must hold a table of parameter: distribution")
-    return parse_space(data)
+    return parse_space(data, task)
 
 
-def parse_space(data: dict[str, Any]) -> SearchSpace:
-    return SearchSpace(tuple(_dimension(key, spec) for key, spec in _flatten_space(data)))
+def parse_space(data: dict[str, Any], task: str = "recognition") -> SearchSpace:
+    if task not in TASKS:
+        raise ConfigError("task", f"unknown {task!r}; choose one of {', '.join(TASKS)}")
+    return SearchSpace(tuple(_dimension(key, spec, task) for key, spec in _flatten_space(data, task)))
 
 
-def _flatten_space(data: dict, prefix: str = ""):
+def _leaf_fields(task: str) -> set[str]:
+    """The dotted names a space may give a distribution to (before the method's own options)."""
+    if task == "detection":
+        from vidistill.trainers.detection.train import DetectorTrainConfig
+
+        return set(DetectorTrainConfig.model_fields) - {"method_options"}
+    return set(TrainConfig().flat())
+
+
+def _flatten_space(data: dict, task: str, prefix: str = ""):
     """TOML writes `optim.lr = {...}` as nested tables: walk them down to the distributions."""
-    fields = TrainConfig().flat()
+    fields = _leaf_fields(task)
+    aliases = DETECTION_ALIASES if task == "detection" else ALIASES
     for key, spec in data.items():
         name = f"{prefix}{key}"
-        if isinstance(spec, dict) and spec and not set(spec) & set(KINDS) and ALIASES.get(name, name) not in fields:
-            yield from _flatten_space(spec, name + ".")
+        if isinstance(spec, dict) and spec and not set(spec) & set(KINDS) and aliases.get(name, name) not in fields:
+            yield from _flatten_space(spec, task, name + ".")
         else:
             yield name, spec
 
 
-def _dimension(name: str, spec: Any) -> Dimension:
+def _dimension(name: str, spec: Any, task: str = "recognition") -> Dimension:
     def fail(why: str):
         raise ConfigError(f"space.{name}", why)
 
-    key = ALIASES.get(name, name)
-    if key in NOT_SEARCHABLE or not key.startswith(SEARCHABLE_PREFIXES):
-        fail(f"cannot be searched; use one of {', '.join(ALIASES)} or a model./optim./distill. field")
-    # A method's own options (distill.options.*) are checked against its schema by check_space.
-    known = TrainConfig().flat()
-    if key not in known and not key.startswith(OPTIONS):
-        fail(f"unknown parameter; {key} is not a training config field")
+    if task == "detection":
+        key = DETECTION_ALIASES.get(name, name)
+        if key in DETECTION_NOT_SEARCHABLE:
+            fail(f"cannot be searched (the search's data, method and time axis are the base config's); use "
+                 f"{', '.join(DETECTION_ALIASES)}, a detector field such as lr, or a method_options. field")
+        # The method's own options are checked against its schema by check_space.
+        if key not in _leaf_fields(task) and not key.startswith(DETECTION_OPTIONS):
+            fail(f"unknown parameter; {key} is not a detector config field (DetectorTrainConfig)")
+    else:
+        key = ALIASES.get(name, name)
+        if key in NOT_SEARCHABLE or not key.startswith(SEARCHABLE_PREFIXES):
+            fail(f"cannot be searched; use one of {', '.join(ALIASES)} or a model./optim./distill. field")
+        # A method's own options (distill.options.*) are checked against its schema by check_space.
+        if key not in _leaf_fields(task) and not key.startswith(OPTIONS):
+            fail(f"unknown parameter; {key} is not a training config field")
     if isinstance(spec, list):
         spec = {"choice": spec}
     if not isinstance(spec, dict):
@@ -159,7 +207,7 @@ def _dimension(name: str, spec: Any) -> Dimension:
     return Dimension(key, kind, tuple(values))
 
 
-def check_space(base: TrainConfig, space: SearchSpace) -> None:
+def check_space(base, space: SearchSpace) -> None:
     """Every choice and both ends of every range make a valid config; refused with `space.<key>`."""
     for dim in space.dimensions:
         for value in dim.values:
@@ -170,20 +218,29 @@ def check_space(base: TrainConfig, space: SearchSpace) -> None:
 
 
 def _short(key: str) -> str:
-    return next((alias for alias, full in ALIASES.items() if full == key), key)
+    return next((alias for alias, full in {**ALIASES, **DETECTION_ALIASES}.items() if full == key), key)
 
 
-def trial_config(base: TrainConfig, params: dict[str, Any], lambda2_unit: float) -> TrainConfig:
-    """The base config with a trial's parameters; `distill.lambda2` comes as a multiple of the unit."""
-    data = base.to_dict()
+def trial_config(base, params: dict[str, Any], lambda2_unit: float = 1.0):
+    """The base config with a trial's parameters; `distill.lambda2` comes as a multiple of the unit.
+    A DetectorTrainConfig base gives a DetectorTrainConfig (checked: a method option it refuses
+    names itself)."""
+    if not isinstance(base, TrainConfig):
+        from vidistill.trainers.schema import parse
+
+        return parse(type(base), _set_dotted(base.model_dump(), params))
     overrides = {k: (v * lambda2_unit if k == LAMBDA2 else v) for k, v in params.items()}
-    for key, value in overrides.items():
+    return from_dict(_set_dotted(base.to_dict(), overrides))
+
+
+def _set_dotted(data: dict, values: dict[str, Any]) -> dict:
+    for key, value in values.items():
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return from_dict(data)
+    return data
 
 
 def lambda2_unit(config: TrainConfig) -> float:

@@ -22,6 +22,11 @@ accuracy. The best trial (by its last epoch) has its final checkpoint registered
 trained model, with `vidistill.tune.*` tags holding its trial config. A results table goes to
 stdout and to the tuning run as `tune_results.csv` and `tune_results.md`.
 
+Detectors: `tune_detector(DetectorTrainConfig(...), parse_space(data, "detection"), trials)`
+searches a temporal action detector's fields and its method's options (`method_options.*`, e.g.
+the decomposed method's mimic weight and fusion window); each trial is one `train_detector` in
+its own Ray process, ranked by validation mAP on a held-out slice of the training videos.
+
 Resume: the experiment lives at `storage/name`. Calling `tune` again with the same name after
 the process died restores it (`Tuner.restore`): finished trials are kept, unfinished ones
 continue from their last Ray Train checkpoint in their own child run, and everything stays in
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import tempfile
@@ -44,6 +50,7 @@ from prettytable import PrettyTable, TableStyle
 from vidistill.datasets.ray_session import connect_ray
 from vidistill.trainers import methods, tracking
 from vidistill.trainers.config import ConfigError, TrainConfig, worker_resources
+from vidistill.trainers.detection.train import TAG_LOGGED_MODEL, register_detector, train_detector
 from vidistill.trainers.search_space import (  # noqa: F401 (the space's names, as tune() takes them)
     ALIASES, LAMBDA2, SearchSpace, _short, check_space, default_space, lambda2_unit, load_space, parse_space,
     trial_config)
@@ -64,12 +71,16 @@ class TrialRow:
     run_id: str | None
     status: str  # completed | stopped early | error | not run
     epochs: int
-    val_accuracy: float | None
+    val_metric: float | None  # the search's metric: val_accuracy (recognition) or val_mAP (detection)
     val_loss: float | None
-    best_val_accuracy: float | None
+    best_val_metric: float | None
     params: dict[str, Any] = field(default_factory=dict)
-    checkpoint_path: str | None = None
+    checkpoint_path: str | None = None  # a Ray Train checkpoint, or a detector's logged model URI
     score: float | None = None
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.val_metric
 
 
 @dataclass
@@ -110,10 +121,7 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
     again with the same name resumes it. `run_id` names the tuning run to continue (found by name
     otherwise); `on_run(run_id)` is called as soon as it exists; `alias` goes to the best version.
     """
-    import ray
     from ray import tune as ray_tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from vidistill.trainers.data import open_splits
     from vidistill.trainers.teacher import pin_run_teacher
@@ -138,10 +146,6 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
                                                       reduction_factor=reduction_factor, seed=seed))
     if on_run is not None:
         on_run(run_id)
-    # A trial that ends without a result (it failed before its first epoch) fails alone, not the search.
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    connect_ray()
-
     resources = worker_resources(base, cpus=cpus_per_worker, gpus=gpus_per_worker).per_worker()
     trainable = ray_tune.with_parameters(
         _run_trial, base=base, parent=run_id, unit=unit, tracking_uri=tracking.tracking_uri(), storage=str(storage),
@@ -149,6 +153,27 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
     # The trial's driver waits on its Train workers, which hold the CPUs/GPUs: it asks for none.
     # (Tune refuses an empty request, so it asks for one byte of memory.)
     trainable = ray_tune.with_resources(trainable, {"CPU": 0, "memory": 1})
+    rows, table = _search(client, run_id, trainable, space, name, storage, base.epochs, base.experiment,
+                          dict(trials=trials, max_concurrent=max_concurrent, grace_period=grace_period,
+                               reduction_factor=reduction_factor, seed=seed))
+    best = _best(client, run_id, rows, name)
+    best_config = trial_config(base, best.params, unit)
+    version = _register_best(client, run_id, best, best_config, splits, space, unit, alias)
+    _finish(client, run_id, rows, best, version)
+    return TuneResult(run_id, name, rows, best, best_config, version.name, str(version.version), table)
+
+
+def _search(client, run_id: str, trainable, space: SearchSpace, name: str, storage: Path, epochs: int,
+            experiment: str, options: dict, metric: str = "val_accuracy") -> tuple[list[TrialRow], str]:
+    """Run (or resume) the Tune experiment `storage/name`; its rows, matched to their child runs,
+    and the results table, printed and logged to the tuning run."""
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # A trial that ends without a result (it failed before its first epoch) fails alone, not the search.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    connect_ray()
     path = storage / name
     try:
         if ray_tune.Tuner.can_restore(str(path)):
@@ -156,14 +181,16 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
             tuner = ray_tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
                                            resume_errored=True)
         else:
-            scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=base.epochs, grace_period=min(grace_period, base.epochs),
-                                      reduction_factor=reduction_factor, stop_last_trials=False)
+            scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs,
+                                      grace_period=min(options["grace_period"], epochs),
+                                      reduction_factor=options["reduction_factor"], stop_last_trials=False)
             tuner = ray_tune.Tuner(
                 trainable, param_space=space.to_tune(),
                 tune_config=ray_tune.TuneConfig(
-                    metric=SCORE, mode="max", scheduler=scheduler, num_samples=trials,
+                    metric=SCORE, mode="max", scheduler=scheduler, num_samples=options["trials"],
                     # (Tune ignores max_concurrent_trials when given a BasicVariantGenerator)
-                    search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)),
+                    search_alg=BasicVariantGenerator(random_state=options["seed"],
+                                                     max_concurrent=options["max_concurrent"])),
                 run_config=ray_tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
                                               failure_config=ray_tune.FailureConfig(max_failures=0)))
         grid = tuner.fit()
@@ -171,27 +198,33 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
         client.set_terminated(run_id, status="FAILED")  # the same name resumes it
         raise
 
-    rows = _rows(grid, base.epochs)
-    _close_trial_runs(client, run_id, base.experiment, rows)
-    table = results_table(rows, space)
+    rows = _rows(grid, epochs, metric)
+    _close_trial_runs(client, run_id, experiment, rows)
+    table = results_table(rows, space, metric)
     print(table, flush=True)
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / RESULTS_MD).write_text(table + "\n")
-        (Path(folder) / RESULTS_CSV).write_text(_csv(rows, space))
+        (Path(folder) / RESULTS_CSV).write_text(_csv(rows, space, metric))
         client.log_artifact(run_id, str(Path(folder) / RESULTS_MD))
         client.log_artifact(run_id, str(Path(folder) / RESULTS_CSV))
+    return rows, table
+
+
+def _best(client, run_id: str, rows: list[TrialRow], name: str) -> TrialRow:
+    """The best-scored trial that left weights to register (the tuning run FAILED if none did)."""
     ranked = [r for r in rows if r.score is not None and r.checkpoint_path]
-    best = max(ranked, key=lambda r: r.score) if ranked else None
-    if best is None:
+    if not ranked:
         client.set_terminated(run_id, status="FAILED")
         raise RuntimeError(f"tuning {name}: no trial finished an epoch; see the table above and the trials' logs")
-    best_config = trial_config(base, best.params, unit)
-    version = _register_best(client, run_id, best, best_config, splits, space, unit, alias)
+    return max(ranked, key=lambda r: r.score)
+
+
+def _finish(client, run_id: str, rows: list[TrialRow], best: TrialRow, version, metric: str = "val_accuracy") -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in {
-        "best_val_accuracy": best.val_accuracy, "best_val_loss": best.val_loss,
+        f"best_{metric}": best.val_metric, "best_val_loss": best.val_loss,
         "trials_completed": sum(r.status == "completed" for r in rows),
         "trials_stopped_early": sum(r.status == "stopped early" for r in rows),
         "trials_failed": sum(r.status == "error" for r in rows)}.items() if v is not None and math.isfinite(v)])
@@ -199,26 +232,29 @@ def tune(base: TrainConfig, space: SearchSpace | None = None, trials: int = 8, *
     client.set_tag(run_id, TAG_PREFIX + "best_run_id", best.run_id)
     client.set_tag(run_id, TAG_PREFIX + "best_model", f"models:/{version.name}/{version.version}")
     client.set_terminated(run_id, status="FINISHED")
-    return TuneResult(run_id, name, rows, best, best_config, version.name, str(version.version), table)
 
 
 def _create_tuning_run(client, base: TrainConfig, space: SearchSpace, name: str, trials: int, unit: float,
                        options: dict) -> str:
-    tags = {TAG_NAME: name, tracking.TAG_ROLE: "tune", "vidistill.tuned_role": base.role,
-            tracking.TAG_CODE: tracking.code_version()}
+    tags = {"vidistill.tuned_role": base.role}
     if base.role == "distill":
         tags[tracking.TAG_TEACHER] = base.distill.teacher
-    run = client.create_run(tracking.experiment_id(client, base.experiment), run_name=f"tune {name}", tags=tags)
+    return _open_tuning_run(client, base.experiment, tags, base.flat(), space, name,
+                            {**options, "trials": trials, "lambda2_unit": unit, "metric": "val_accuracy"})
+
+
+def _open_tuning_run(client, experiment: str, tags: dict, flat: dict, space: SearchSpace, name: str,
+                     options: dict) -> str:
+    """The tuning (parent) run: the base config's unsearched fields, the search's options and space."""
+    tags = {TAG_NAME: name, tracking.TAG_ROLE: "tune", tracking.TAG_CODE: tracking.code_version(), **tags}
+    run = client.create_run(tracking.experiment_id(client, experiment), run_name=f"tune {name}", tags=tags)
     run_id = run.info.run_id
     searched = set(space.searched)
-    params = {k: ("" if v is None else v) for k, v in base.flat().items() if k not in searched}
+    params = {k: ("" if v is None else v) for k, v in flat.items() if k not in searched}
     params.update({f"tune.{k}": v for k, v in options.items()})
-    params.update({"tune.trials": trials, "tune.lambda2_unit": unit, "tune.metric": "val_accuracy",
-                   **{f"tune.space.{d.key}": d.describe() for d in space.dimensions}})
+    params.update({f"tune.space.{d.key}": d.describe() for d in space.dimensions})
     tracking.log_params(client, run_id, params)  # scrubs credentials out of URL-valued fields
     with tempfile.TemporaryDirectory() as folder:
-        import json
-
         (Path(folder) / SPACE_FILE).write_text(json.dumps(space.to_dict(), indent=2))
         client.log_artifact(run_id, str(Path(folder) / SPACE_FILE))
     return run_id
@@ -296,13 +332,13 @@ def _score(accuracy, loss) -> float:
     return accuracy - 1e-6 * min(loss, 1e6)
 
 
-def _rows(grid, epochs: int) -> list[TrialRow]:
-    """One row per trial: its last result and its best validation accuracy, from Tune's result tables."""
+def _rows(grid, epochs: int, metric: str = "val_accuracy") -> list[TrialRow]:
+    """One row per trial: its last result and its best validation metric, from Tune's result tables."""
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
     # get_dataframe(): the last result of every trial that reported; filtered: the best ever.
     last = _by_trial(grid.get_dataframe())
-    best = _by_trial(grid.get_dataframe(filter_metric="val_accuracy", filter_mode="max"))
+    best = _by_trial(grid.get_dataframe(filter_metric=metric, filter_mode="max"))
     rows = []
     for result in grid:  # every trial, also one that failed before it reported
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
@@ -318,8 +354,8 @@ def _rows(grid, epochs: int) -> list[TrialRow]:
             status = "completed"
         rows.append(TrialRow(
             trial_id=str(trial_id), run_id=None, status=status,
-            epochs=done, val_accuracy=_float(metrics.get("val_accuracy")), val_loss=_float(metrics.get("val_loss")),
-            best_val_accuracy=_float(best.get(trial_id, {}).get("val_accuracy")),
+            epochs=done, val_metric=_float(metrics.get(metric)), val_loss=_float(metrics.get("val_loss")),
+            best_val_metric=_float(best.get(trial_id, {}).get(metric)),
             params=dict(result.config or {}),  # the sampled values as Python types (not the table's numpy ones)
             checkpoint_path=metrics.get(CHECKPOINT_PATH_KEY) if isinstance(metrics.get(CHECKPOINT_PATH_KEY), str)
             else None, score=_float(metrics.get(SCORE))))
@@ -364,25 +400,25 @@ def _close_trial_runs(client, parent: str, experiment: str, rows: list[TrialRow]
             client.set_terminated(row.run_id, status="FAILED")
 
 
-def results_table(rows: list[TrialRow], space: SearchSpace) -> str:
+def results_table(rows: list[TrialRow], space: SearchSpace, metric: str = "val_accuracy") -> str:
     keys = space.searched
-    head = ["trial", "status", "epochs", "val_accuracy", "val_loss", "best_val_accuracy", *map(_short, keys), "run"]
+    head = ["trial", "status", "epochs", metric, "val_loss", f"best_{metric}", *map(_short, keys), "run"]
     table = PrettyTable(head)
     table.set_style(TableStyle.MARKDOWN)
     table.align = "l"
     for r in sorted(rows, key=lambda r: (r.score is None, -(r.score or 0))):
-        table.add_row([r.trial_id, r.status, str(r.epochs), _fmt(r.val_accuracy), _fmt(r.val_loss),
-                       _fmt(r.best_val_accuracy), *(_fmt(r.params.get(k)) for k in keys), r.run_id or ""])
+        table.add_row([r.trial_id, r.status, str(r.epochs), _fmt(r.val_metric), _fmt(r.val_loss),
+                       _fmt(r.best_val_metric), *(_fmt(r.params.get(k)) for k in keys), r.run_id or ""])
     return table.get_string()
 
 
-def _csv(rows: list[TrialRow], space: SearchSpace) -> str:
+def _csv(rows: list[TrialRow], space: SearchSpace, metric: str = "val_accuracy") -> str:
     keys = space.searched
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trial", "status", "epochs", "val_accuracy", "val_loss", "best_val_accuracy", *keys, "run_id"])
+    writer.writerow(["trial", "status", "epochs", metric, "val_loss", f"best_{metric}", *keys, "run_id"])
     for r in rows:
-        writer.writerow([r.trial_id, r.status, r.epochs, r.val_accuracy, r.val_loss, r.best_val_accuracy,
+        writer.writerow([r.trial_id, r.status, r.epochs, r.val_metric, r.val_loss, r.best_val_metric,
                          *(r.params.get(k) for k in keys), r.run_id])
     return out.getvalue()
 
@@ -409,3 +445,120 @@ def _register_best(client, run_id: str, best: TrialRow, config: TrainConfig, spl
     if LAMBDA2 in space.searched:
         tags[TAG_PREFIX + "lambda2_multiple"] = best.params[LAMBDA2]
     return register_checkpoint(best.run_id, best.checkpoint_path, config, splits, alias=alias, tags=tags)
+
+
+# --- detector searches ------------------------------------------------------------------------
+
+DETECTION_METRIC = "val_mAP"
+DEFAULT_DETECTION_VAL_FRACTION = 0.25
+
+
+def tune_detector(base, space: SearchSpace | None = None, trials: int = 8, *, name: str | None = None,
+                  storage: str | Path | None = None, max_concurrent: int = 1, cpus_per_trial: float = 1.0,
+                  gpus_per_trial: float = 0.0, grace_period: int = 1, reduction_factor: float = 2.0, seed: int = 0,
+                  run_id: str | None = None, on_run=None, alias: str | None = None) -> TuneResult:
+    """Search `space` around a DetectorTrainConfig: each trial trains one detector (train_detector,
+    in the trial's own Ray process with `cpus_per_trial`/`gpus_per_trial`), reporting every epoch's
+    validation mAP and loss on a held-out slice of the training videos to ASHA. Trials rank by
+    val_mAP (val_loss breaks ties, as `_score` does for accuracy); the test subset is evaluated
+    and logged in each trial's run but never read by the search. Without a validation slice in
+    the base (val_fraction 0) a quarter of the training videos is held out. Each trial logs its
+    detector to its child run unregistered; the best one is registered (register_detector) with
+    its trial config as `vidistill.tune.*` tags and `alias`. Same name: the search resumes (an
+    unfinished trial restarts in its own child run: a detector trains in seconds to minutes, so
+    trials keep no checkpoint).
+    """
+    from ray import tune as ray_tune
+
+    from vidistill.trainers.detection.train import DetectorTrainConfig, detector_name, load_detection_data
+    from vidistill.trainers.search_space import default_detection_space
+
+    if not isinstance(base, DetectorTrainConfig):
+        raise ConfigError("base", f"tune_detector searches a DetectorTrainConfig, got {type(base).__name__}; "
+                                  "use tune() for recognition")
+    space = space or default_detection_space(base.method)
+    if trials < 1:
+        raise ConfigError("trials", f"must be at least 1, got {trials}")
+    if max_concurrent < 1:
+        raise ConfigError("max_concurrent", f"must be at least 1, got {max_concurrent}")
+    update = {"registry": True, "device": "cuda" if gpus_per_trial > 0 else "cpu"}
+    if base.val_fraction == 0:
+        update["val_fraction"] = DEFAULT_DETECTION_VAL_FRACTION
+    base = base.model_copy(update=update)
+    check_space(base, space)
+    streams = load_detection_data(base.root, base.layout, base.features, base.test_subset, base.annotations).streams
+    name = name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = Path(storage or tracking.vidistill_home() / "ray_results")
+    client = tracking.configure()
+    flat = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in base.model_dump().items()}
+    run_id = run_id or find_tuning_run(name, base.experiment) or _open_tuning_run(
+        client, base.experiment, {"vidistill.tuned_role": "detector", "vidistill.detection_method": base.method},
+        flat, space, name, dict(trials=trials, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
+                                gpus_per_trial=gpus_per_trial, grace_period=grace_period,
+                                reduction_factor=reduction_factor, seed=seed, metric=DETECTION_METRIC))
+    if on_run is not None:
+        on_run(run_id)
+    from vidistill.trainers.detection.methods import MODULES_VARIABLE
+
+    env = {"VIDISTILL_HOME": str(tracking.vidistill_home()),
+           **{k: os.environ[k] for k in ("VIDISTILL_METHOD_MODULES", MODULES_VARIABLE) if os.environ.get(k)}}
+    trainable = ray_tune.with_parameters(_run_detector_trial, base=base, parent=run_id, env=env,
+                                         tracking_uri=tracking.tracking_uri())
+    # The trial trains in its own process, which holds the CPUs/GPU (no Train workers here).
+    trainable = ray_tune.with_resources(trainable, {"CPU": cpus_per_trial, "GPU": gpus_per_trial})
+    rows, table = _search(client, run_id, trainable, space, name, storage, base.epochs, base.experiment,
+                          dict(trials=trials, max_concurrent=max_concurrent, grace_period=grace_period,
+                               reduction_factor=reduction_factor, seed=seed), DETECTION_METRIC)
+    for row in rows:  # the weights a trial left: the model its run logged when it finished
+        row.checkpoint_path = client.get_run(row.run_id).data.tags.get(TAG_LOGGED_MODEL) if row.run_id else None
+    best = _best(client, run_id, rows, name)
+    best_config = trial_config(base, best.params)
+    tags = {TAG_PREFIX + "run_id": run_id, TAG_TRIAL: best.trial_id, TAG_PREFIX + DETECTION_METRIC: best.val_metric,
+            TAG_PREFIX + "val_loss": best.val_loss}
+    for key in space.searched:
+        tags[TAG_PREFIX + key] = _dotted(best_config.model_dump(), key)
+    version = register_detector(client, best.run_id, best.checkpoint_path, detector_name(best_config, streams),
+                                best_config, streams, alias=alias, tags=tags)
+    _finish(client, run_id, rows, best, version, DETECTION_METRIC)
+    return TuneResult(run_id, name, rows, best, best_config, version.name, str(version.version), table)
+
+
+def _dotted(data: dict, key: str):
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
+def _run_detector_trial(params: dict, *, base, parent: str, env: dict, tracking_uri: str) -> None:
+    """One detector trial: train_detector in this process, each epoch's validation reported to Tune."""
+    import ray.tune
+
+    os.environ.update(env, MLFLOW_TRACKING_URI=tracking_uri)
+    trial_id = ray.tune.get_context().get_trial_id()
+    config = trial_config(base, params)
+    client = tracking.configure()
+    found = client.search_runs([tracking.experiment_id(client, config.experiment)],
+                               f"tags.`{TAG_PARENT}` = '{parent}' and tags.`{TAG_TRIAL}` = '{trial_id}'",
+                               max_results=1)
+
+    def tag(run_id: str) -> None:
+        client.set_tag(run_id, TAG_TRIAL, trial_id)
+        client.set_tag(run_id, "mlflow.runName", f"trial {trial_id}")
+        for key, value in params.items():
+            client.set_tag(run_id, f"{TAG_PREFIX}{key}", value)
+
+    last = {}
+
+    def report(metrics: dict) -> None:
+        metrics = {**metrics, TIME_ATTR: metrics["epoch"] + 1,
+                   SCORE: _score(metrics.get(DETECTION_METRIC), metrics.get("val_loss"))}
+        if metrics[TIME_ATTR] < config.epochs:
+            ray.tune.report(metrics)
+        else:  # at max_t Tune ends the trial's process: report once the model is logged
+            last.update(metrics)
+
+    if found:  # a restored search restarts an unfinished trial in its own child run
+        print(f"[vidistill] trial {trial_id} restarts in MLflow run {found[0].info.run_id}", flush=True)
+    train_detector(config, on_run=tag, parent_run_id=parent, run_id=found[0].info.run_id if found else None,
+                   on_epoch=report, register=False)
+    ray.tune.report(last)

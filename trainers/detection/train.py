@@ -15,6 +15,12 @@ trainers/detection/methods builds the student and names its loss terms; each tea
 features are loaded beside the student's (same videos, same crop) and its frozen detector, if
 given, is run on them without gradient. The student is evaluated and registered on its own
 features only: a distilled RGB detector needs no flow at inference.
+
+Validation (`val_fraction`, `val_seed`): a seeded slice of the training subset's videos is held
+out, never trained on, and scored after every epoch (val_mAP: the average segment mAP of the
+protocol, or frame mAP for a dense head; val_loss: the detection loss of the inference output,
+the same quantity whatever the method's loss weights, so trials of a search compare). Tune
+(`trainers/tune.py`) selects on these; the test subset is only the final evaluation.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ TAG_DATA = "vidistill.detection_data"  # JSON: root, layout, features, subsets, 
 TAG_STREAMS = "vidistill.streams"
 TAG_METHOD = "vidistill.detection_method"
 TAG_TEACHERS = "vidistill.teachers"  # JSON: the teacher streams a distilled detector learnt from
+TAG_LOGGED_MODEL = "vidistill.logged_model"  # on a tune trial's run: its logged, unregistered model
 
 
 class TeacherStream(Schema):
@@ -86,6 +93,10 @@ class DetectorTrainConfig(Schema):
     teachers: list[TeacherStream] = Field(default_factory=list, description=(
         "teacher streams of the method, e.g. [{features: FLOW_DIR, detector: 'models:/D-detector-flow/1'}]"))
     method_options: dict = Field(default_factory=dict, description="the method's options (its own schema)")
+    val_fraction: float = Field(0.0, ge=0, lt=1, description=(
+        "share of the training subset's videos held out for validation (val_mAP, val_loss per epoch; "
+        "what a tune search selects on); 0: train on all of them"))
+    val_seed: int = Field(0, description="seed of the held-out validation videos (the same for every trial)")
 
     def check(self) -> None:
         if not self.features:
@@ -253,10 +264,47 @@ class DetectorResult:
     model_version: str | None = None
 
 
+def detector_name(config: DetectorTrainConfig, streams: str) -> str:
+    """The registered name: config.name, or <data>-detector-<streams>[-<method>]."""
+    suffix = "" if config.method == "none" else f"-{config.method}"
+    return config.name or f"{Path(config.root).name}-detector-{streams}{suffix}"
+
+
+def split_validation(videos: list[FeatureVideo], fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val): `fraction` of the videos (at least one when fraction > 0), drawn with `seed`.
+
+    Not class-stratified, unlike recognition's slice: an untrimmed video holds several classes."""
+    if fraction <= 0:
+        return list(videos), []
+    count = max(1, round(fraction * len(videos)))
+    if count >= len(videos):
+        raise ValueError(f"val_fraction {fraction} of {len(videos)} training videos leaves none to train on; "
+                         "lower val_fraction or add videos")
+    held = set(random.Random(seed).sample(sorted(v.video_id for v in videos), count))
+    return [v for v in videos if v.video_id not in held], [v for v in videos if v.video_id in held]
+
+
+@torch.no_grad()
+def validate(model, data: DetectionData, protocol: str, device: str) -> dict:
+    """val_mAP (segment average, or frame mAP) and val_loss (detection loss of the inference output)."""
+    from vidistill.trainers.detection.models import detection_loss
+
+    found = evaluate_detector(model, data, protocol, device)
+    losses = []
+    for video in data.videos:
+        x, mask, targets = make_batch([video], model, len(data.classes), None)
+        losses.append(float(detection_loss(model(x.to(device), mask.to(device)), targets)[0]))
+    score = found["segment"].average if "segment" in found else found["frame_map"]
+    return {"val_mAP": float(score), "val_loss": float(np.mean(losses))}
+
+
 def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str | None = None,
-                   run_id: str | None = None) -> DetectorResult:
+                   run_id: str | None = None, on_epoch=None, register: bool = True) -> DetectorResult:
     """Train, evaluate and register one detector in this process; `run_id`: log into that MLflow
-    run (train_detector_on_ray opens it in the driver) instead of opening one."""
+    run (train_detector_on_ray opens it in the driver) instead of opening one. `on_epoch(metrics)`
+    gets each epoch's {epoch, train_loss, val_mAP, val_loss} (validation only with val_fraction);
+    `register=False` logs the model to its run (tag vidistill.logged_model) without registering it:
+    a tune trial, of which only the best is registered."""
     config.check()  # a config built directly, not by schema.parse, gets its cross-field rules here
     began = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -268,6 +316,11 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
                                 config.train_subset, config.annotations)
     test = load_detection_data(config.root, config.layout, config.features, config.test_subset, config.annotations)
     classes = len(train.classes)
+    train.videos, held_out = split_validation(train.videos, config.val_fraction, config.val_seed)
+    # Validation reads the student's own features, as inference does (the teacher channels cut off).
+    val = DetectionData(train.classes, [FeatureVideo(v.video_id, v.features[:, : sum(test.widths)], v.segments,
+                                                     v.labels, v.seconds, v.duration) for v in held_out],
+                        train.grid, test.streams, widths=test.widths)
     teachers = [_frozen_teacher(t.detector, config.device) for t in config.teachers]
     split = [sum(test.widths), *train.widths[len(config.features):]]
     detector = dict(dim=config.dim, levels=config.levels, stem=config.stem, heads=config.heads,
@@ -285,8 +338,7 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
         progress = (step - config.warmup_steps) / max(1, max_steps - config.warmup_steps)
         return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
-    suffix = "" if config.method == "none" else f"-{config.method}"
-    name = config.name or f"{Path(config.root).name}-detector-{test.streams}{suffix}"
+    name = detector_name(config, test.streams)
     client = None
     if config.registry and run_id is not None:
         from vidistill.trainers import tracking
@@ -323,10 +375,17 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
             step_seconds += time.perf_counter() - tick
             losses.append(float(loss.detach()))
             step += 1
+        epoch_metrics = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        if val.videos:
+            epoch_metrics.update(validate(model, val, config.protocol, config.device))
         if client is not None:
-            client.log_metric(run_id, "train_loss", float(np.mean(losses)), step=epoch)
+            for key, value in epoch_metrics.items():
+                if key != "epoch":
+                    client.log_metric(run_id, key, value, step=epoch)
             for key, value in terms_sum.items():
                 client.log_metric(run_id, f"train_{key}", value / len(losses), step=epoch)
+        if on_epoch is not None:
+            on_epoch(epoch_metrics)
     result_metrics = evaluate_detector(model, test, config.protocol, config.device)
     segment = result_metrics.get("segment")
     metrics = segment.metrics() if segment else {"frame_mAP": result_metrics["frame_map"]}
@@ -334,11 +393,16 @@ def train_detector(config: DetectorTrainConfig, on_run=None, parent_run_id: str 
     metrics["step_ms"] = step_ms
     result = DetectorResult(run_id, model, metrics, segment, step_ms, time.perf_counter() - began)
     if client is not None:
+        from vidistill.trainers import tracking
+
         for key, value in metrics.items():
             client.log_metric(run_id, key.replace("@", "_at_"), value)
         if segment is not None:
             client.log_dict(run_id, segment.to_dict(), "segment_map.json")
-        _register(client, run_id, model, name, config, test, result)
+        if register:
+            _register(client, run_id, tracking.log_model(run_id, model), name, config, test.streams, result)
+        else:
+            client.set_tag(run_id, TAG_LOGGED_MODEL, tracking.log_model(run_id, model))
         client.set_terminated(run_id)
     result.seconds = time.perf_counter() - began
     return result
@@ -367,8 +431,7 @@ def train_detector_on_ray(config: DetectorTrainConfig, on_run=None) -> DetectorR
     test = load_detection_data(config.root, config.layout, config.features, config.test_subset, config.annotations)
     run_id = None
     if config.registry:
-        suffix = "" if config.method == "none" else f"-{config.method}"
-        name = config.name or f"{Path(config.root).name}-detector-{test.streams}{suffix}"
+        name = detector_name(config, test.streams)
         client, run_id = _open_run(config, name, test, None)
         if on_run is not None:
             on_run(run_id)
@@ -447,17 +510,28 @@ def _open_run(config: DetectorTrainConfig, name: str, train: DetectionData, pare
     return client, run.info.run_id
 
 
-def _register(client, run_id: str, model: Detector, name: str, config: DetectorTrainConfig,
-              train: DetectionData, result: DetectorResult) -> None:
+def register_detector(client, run_id: str, model_uri: str, name: str, config: DetectorTrainConfig, streams: str,
+                      *, alias: str | None = None, tags: dict | None = None):
+    """The one way a detector enters the registry: a model logged to its run, with what it was
+    trained on as tags (so evaluate-detectors needs only its URI), plus `tags` and `alias`."""
     import mlflow
 
     from vidistill.trainers import tracking
 
-    version = mlflow.register_model(tracking.log_model(run_id, model), name, tags={
-        tracking.TAG_ROLE: "detector", TAG_STREAMS: train.streams, TAG_DATA: json.dumps(data_tag(config)),
+    version = mlflow.register_model(model_uri, name, tags={
+        tracking.TAG_ROLE: "detector", TAG_STREAMS: streams, TAG_DATA: json.dumps(data_tag(config)),
         tracking.TAG_CODE: tracking.code_version(), "vidistill.run_id": run_id, TAG_METHOD: config.method,
-        TAG_TEACHERS: json.dumps([t.model_dump() for t in config.teachers])})
+        TAG_TEACHERS: json.dumps([t.model_dump() for t in config.teachers]),
+        **{k: "" if v is None else str(v) for k, v in (tags or {}).items()}})
     client.set_registered_model_tag(name, tracking.TAG_ROLE, "detector")
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return version
+
+
+def _register(client, run_id: str, model_uri: str, name: str, config: DetectorTrainConfig, streams: str,
+              result: DetectorResult) -> None:
+    version = register_detector(client, run_id, model_uri, name, config, streams)
     result.registered_name, result.model_version = name, str(version.version)
     result.model_uri = f"models:/{name}/{version.version}"
 
