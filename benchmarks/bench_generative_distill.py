@@ -57,8 +57,8 @@ from synthetic_workdir import accuracy_benchmark_overrides, benchmark_workdir
 
 ROWS = (  # (label, method or None, options, settings it runs in), in the order rows are kept when time is short
     ("student alone", None, {}, ("compression", "cross-modal")),
-    ("feature KD", "feature", {}, ("compression", "cross-modal")),
     ("generative", "generative", {}, ("compression", "cross-modal")),
+    ("feature KD", "feature", {}, ("compression", "cross-modal")),
     ("Prob-Distill", "attention", {}, ("cross-modal",)),
     ("generative w/o generative term", "generative", {"generative_weight": 0}, ("compression", "cross-modal")),
     ("generative w/o attention term", "generative", {"attention_weight": 0}, ("compression", "cross-modal")),
@@ -329,8 +329,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         merged = {"settings": {}}
-        for path in args.table:
-            merged["settings"].update(json.loads(path.read_text())["settings"])
+        for path in args.table:  # one file per setting or per seed (processes run in parallel)
+            for setting, summary in json.loads(path.read_text())["settings"].items():
+                into = merged["settings"].setdefault(setting, {**summary, "rows": {}})
+                for label, row in summary["rows"].items():
+                    kept = into["rows"].setdefault(label, {k: [] for k in row})
+                    for key, values in row.items():
+                        kept[key] = kept[key] + values
         print_table(merged)
         return
     torch.set_num_threads(args.threads)
