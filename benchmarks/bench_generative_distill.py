@@ -2,7 +2,19 @@
 motion benchmark (issue 17), in the compression and cross-modal settings.
 
     python benchmarks/bench_generative_distill.py --seeds 0 1 2 --json results.json
-    python benchmarks/bench_generative_distill.py --seeds 0 --epochs 2 --frames 8 --crop 48   # a smoke run
+    # or one process per setting and seed (a shared machine gives each process its share), then one table:
+    python benchmarks/bench_generative_distill.py --settings cross-modal --seeds 1 --json cm-s1.json  # ...
+    python benchmarks/bench_generative_distill.py --table cm-s0.json cm-s1.json cm-s2.json
+    python benchmarks/bench_generative_distill.py --seeds 0 --epochs 1 --teacher-epochs 1 --bank 1 --frames 8 \
+        --crop 32 --min-teacher-top1 0   # a smoke run (nothing learns at this size)
+
+Data: the synthetic motion benchmark at the size of `vidistill compare --size small` (the study that
+reached RGB 0.98 / flow 1.00 top-1 at the easy level): 4 classes x 24 videos (1/3 test: 32 test
+videos, 56 training, 8 held out as validation), 128 x 96, Farneback flow; i3d_tiny, batch 8, SGD lr
+0.01, 16-frame clips. The crop defaults to 80 as there; the measured run used 64 (0.6x the compute)
+and fewer steps, see below. A teacher below `--min-teacher-top1` (0.5) stops the run: rows
+distilled from a teacher at chance rank nothing (the first reduced run, 8 x 32 x 32 clips and 18
+teacher steps, had every row at chance).
 
 Settings (same data, same student i3d_tiny, same schedule in every row):
 - cross-modal: a flow teacher (i3d_tiny, prob-atten) teaching an RGB student (as Prob-Distill);
@@ -23,23 +35,16 @@ teacher). Teachers are trained once per setting (seed 0) and shared by the seeds
 the student's initial weights and the batch order (paired over rows). Test: video-level top-1
 and mean class accuracy on the test videos (trainers.evaluate's scoring, full-frame clips).
 
-Measured once, 2026-12-07, on the shared 2-core machine at load 7-19 (two niced processes, one per
-setting, 28 min wall; a first run at --epochs 5 --teacher-epochs 10 --bank 2 --frames 8 --crop 48
-had not finished its first teacher after 17 min and was stopped):
+Rows run in the order of ROWS, every seed of a row before the next row, so a run stopped early
+keeps whole rows (student alone, generative, feature KD, Prob-Distill first). Each run records
+its loss terms' means over the first and the last epoch, and for the generative rows phase 1's
+result (`phase1_relative_reconstruction`: the frozen module's 1 - R^2 decoding the teacher's own
+features), which is what says why a generative row wins or loses. Inference cost: parameters and
+clips/s of the teacher and the students measured side by side in one process (interleaved
+rounds, medians; batch 8, full test frames).
 
-    python benchmarks/bench_generative_distill.py --seeds 0 1 2 --epochs 4 --teacher-epochs 6 --bank 1 \
-        --frames 8 --crop 32 --settings compression   # and --settings cross-modal
-
-16 test videos (12 per class, 4 classes), 24 training clips, i.e. 3 steps an epoch. At this size
-nothing learns: both teachers (6 epochs = 18 steps) stay at chance (top-1 0.250), and so does every
-row (0.250 +- 0.000 top-1 and mean class accuracy, 3 seeds) except compression "generative" (0.271
-+- 0.036: one seed 0.312, one test video). The run shows that every row trains and evaluates end
-to end through the registered methods in both settings; it ranks nothing. Parameters: student
-i3d_tiny 0.20M; teachers 0.20M (flow i3d_tiny) and 0.78M (RGB i3d_small). Inference clips/s
-(batch 8, 8 x 32 x 32) swung 0.7-42 between identical students with the machine's load, so they
-are not comparable either. Phase 1 logged reconstruction MSE 94-180 after 2 epochs: untrained
-teachers' block-5 features are large, so a generative weight of 1 makes that term dominate CE; a
-run that learns should check the ratio (or tune generative_weight, which the search space allows).
+Measured 2026-12-07 (README, "Generative (CVAE) feature distillation": the tables, commands and
+the raw results in benchmarks/data/generative_distill_results.json).
 """
 from __future__ import annotations
 
