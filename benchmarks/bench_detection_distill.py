@@ -41,7 +41,11 @@ DETECTOR = {"epochs": 12, "dim": 64, "levels": 4, "stem": 1, "batch_size": 2, "l
 DISTILLED = (("feature distillation", "feature", {}),
              ("decomposed", "decomposed", {}),
              ("decomposed w/o fusion", "decomposed", {"fusion": "concat"}),
-             ("decomposed w/o shared head", "decomposed", {"shared_head": False}))
+             ("decomposed w/o shared head", "decomposed", {"shared_head": False}),
+             # issue 17: trainers/detection/methods/generative.py and its two ablations
+             ("generative", "generative", {}),
+             ("generative w/o generative term", "generative", {"generative_weight": 0}),
+             ("generative w/o attention term", "generative", {"attention_weight": 0}))
 
 
 def motion_r2(model, teacher, rgb_test, flow_test) -> float:
@@ -131,6 +135,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--detector", nargs="*", default=[f"{k}={v}" for k, v in DETECTOR.items()])
     parser.add_argument("--out", type=Path, help="JSON of every result [default: a temporary folder]")
+    parser.add_argument("--distilled", nargs="+", default=[name for name, _, _ in DISTILLED],
+                        help="only these distilled rows (the plain RGB-only, flow-only and two-stream always run)")
     parser.add_argument("--no-cost", action="store_true", help="skip the inference cost (another process measures it)")
     parser.add_argument("--table", type=Path, nargs="+", help=(
         "only print the table of these --out files (seeds run as parallel processes, one --out each)"))
@@ -165,7 +171,7 @@ def main() -> None:
             models[name] = (result.model, streams)
             print(f"{name} seed {seed}: avg {result.metrics['mAP_avg']:.3f} ({result.seconds:.0f} s)", flush=True)
         teacher = plain["flow-only"].model.eval()
-        for name, method, options in DISTILLED:
+        for name, method, options in (d for d in DISTILLED if d[0] in args.distilled):
             result = train_detector(DetectorTrainConfig(
                 root=root, features=[rgb], seed=seed, registry=False, method=method, method_options=options,
                 teachers=[{"features": flow, "detector": plain["flow-only"].model_uri}], **overrides))
@@ -177,7 +183,8 @@ def main() -> None:
         out.write_text(json.dumps({"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides,
                                    "rgb_features": rgb}, indent=1))
     cost = {} if args.no_cost else inference_cost(
-        {k: models[k] for k in ("RGB-only", "flow-only", "two-stream", "feature distillation", "decomposed")},
+        {k: models[k] for k in ("RGB-only", "flow-only", "two-stream", "feature distillation", "decomposed", "generative")
+         if k in models},
         data, args.workdir / "untrimmed-prepared")
     result = {"rows": rows, "r2": r2, "seeds": args.seeds, "detector": overrides, "cost": cost, "rgb_features": rgb}
     out.write_text(json.dumps(result, indent=1))

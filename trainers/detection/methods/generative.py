@@ -18,6 +18,9 @@ Choices beyond the recognition method's (its docstring has those), with the reas
   ramped over `ramp_steps`. AdamW skips parameters without a gradient, so the module stays
   bit-identical from then on. A step counter is a buffer of the student, so it is checkpointed.
 - **Masked means.** Padded snippets (mask 0) count in none of the terms.
+- **Relative reconstruction errors**, as in recognition: the masked MSE divided by the variance of
+  the teacher's features over the valid snippets (1 - R^2), so the weights mean the same whatever
+  the feature scale of the teacher's stream.
 - The module and adapter are part of the registered student (a few thousand parameters); inference
   runs the detector alone, so they cost nothing there.
 """
@@ -63,6 +66,15 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.T
     return ((a - b) ** 2 * weights).sum() / (weights.sum() * a.shape[1]).clamp(min=1)
 
 
+def _relative_masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked MSE / the masked variance of `target` (detached): 1 - R^2 over the valid snippets."""
+    target_detached = target.detach()
+    weights = mask.to(target.dtype).reshape(mask.shape[0], 1, mask.shape[1], *([1] * (target.dim() - 3)))
+    count = (weights.sum() * target.shape[1]).clamp(min=1)
+    mean = (target_detached * weights).sum() / count
+    return _masked_mse(prediction, target, mask) / _masked_mse(target_detached, mean, mask).clamp(min=1e-8)
+
+
 def loss(output: dict, targets: list, teachers: list[TeacherBatch], options: GenerativeDetectionOptions) -> dict:
     teacher, student = teachers[0], output[STUDENT_KEY]
     features = teacher.features.float()[..., None, None] * teacher.mask[:, None, :, None, None]  # (B, C, T, 1, 1)
@@ -73,7 +85,7 @@ def loss(output: dict, targets: list, teachers: list[TeacherBatch], options: Gen
         student.generative_steps += 1
     if step < options.phase1_steps:  # phase 1: the module learns the teacher's features
         reconstruction, mu, log_var, attention = module(features)
-        terms["reconstruction"] = _masked_mse(reconstruction, features, teacher.mask)
+        terms["reconstruction"] = _relative_masked_mse(reconstruction, features, teacher.mask)
         terms["kl"] = options.kl_weight * kl_to_attention_prior(mu, log_var, attention)
         return terms
     frozen = {name: p.detach() for name, p in module.named_parameters()}  # phase 2: read, never moved
@@ -84,7 +96,7 @@ def loss(output: dict, targets: list, teachers: list[TeacherBatch], options: Gen
     decoded, _, _, student_attention = functional_call(module, frozen, (student_features,), {"sample": False})
     ramp = 1.0 if options.ramp_steps == 0 else min(1.0, (step - options.phase1_steps + 1) / options.ramp_steps)
     terms["generative"] = (ramp * options.generative_weight * teacher.weight
-                           * _masked_mse(decoded, features, teacher.mask))
+                           * _relative_masked_mse(decoded, features, teacher.mask))
     terms["attention"] = options.attention_weight * teacher.weight * ((student_attention - teacher_attention) ** 2).mean()
     return terms
 
