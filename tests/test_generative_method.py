@@ -30,6 +30,24 @@ def test_the_kl_is_zero_exactly_when_the_posterior_is_its_prior_centred_on_the_a
     assert float(kl_to_attention_prior(torch.zeros_like(mu), log_var, attention)) > 0.05
 
 
+def test_the_reconstruction_error_is_one_minus_r_squared_in_recognition_and_detection():
+    # 0 for a perfect decode, exactly 1 for the mean feature (no better than knowing nothing),
+    # whatever the teacher's feature scale: the generative weight means the same for any teacher.
+    from vidistill.trainers.detection.methods.generative import _relative_masked_mse
+    from vidistill.trainers.methods.generative import relative_mse
+
+    torch.manual_seed(0)
+    features = 40 * torch.randn(2, 8, 4, 3, 3) + 7
+    mean = features.mean().expand_as(features)
+    assert relative_mse(features, features).item() == 0
+    assert relative_mse(mean, features).item() == pytest.approx(1.0, abs=1e-6)
+    assert relative_mse(mean / 40, features / 40).item() == pytest.approx(1.0, abs=1e-6)
+    snippets = 40 * torch.randn(2, 6, 10) + 7  # (batch, channels, time), every snippet valid
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    assert _relative_masked_mse(snippets, snippets, mask).item() == 0
+    assert _relative_masked_mse(snippets.mean().expand_as(snippets), snippets, mask).item() == pytest.approx(1.0, abs=1e-5)
+
+
 def test_phase_1_reconstruction_falls_on_a_tiny_set():
     torch.manual_seed(0)
     # Block-5-like features: non-negative, low rank over channels, varying over time and space.

@@ -44,7 +44,7 @@ Choices the abstract (and the incomplete public code) leave open, with the reaso
   `generative_weight` = 1 weighs it like CE at chance (ln 4 = 1.4 for 4 classes). Phase 1 uses the
   same normalisation, so `kl_weight` trades KL against a unit-free reconstruction error. The
   attention MSE needs none: A lies in (0, 1). The KL is a mean over elements, weighted by
-  `kl_weight` (default 1).
+  `kl_weight` (default 0.1, below).
 - **Phase 1 samples z = mu + sigma * eps (reparameterisation); phase 2 decodes the posterior mean**:
   the student's target should not carry sampling noise.
 - **Phase 1 optimiser: Adam, lr `phase1_lr`** (1e-3), independent of the student's SGD; the module is
@@ -113,8 +113,11 @@ class FeatureAttention(nn.Module):
 
 
 def relative_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE(prediction, target) / Var(target): 1 - R^2 over the batch's elements (target detached in the variance)."""
-    return F.mse_loss(prediction, target) / target.detach().var().clamp(min=1e-8)
+    """MSE(prediction, target) / Var(target): 1 - R^2 over the batch's elements (target detached in the variance).
+
+    The population variance (not n - 1), so predicting the mean gives exactly 1, as the masked
+    detection version does."""
+    return F.mse_loss(prediction, target) / target.detach().var(unbiased=False).clamp(min=1e-8)
 
 
 def kl_to_attention_prior(mu: torch.Tensor, log_var: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
