@@ -37,6 +37,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
 from filelock import FileLock
 
 from vidistill.platform.kinds import get_kind
@@ -412,6 +413,32 @@ def ensure_dispatcher(settings: Settings) -> int | None:
                 start_new_session=True,  # survives the CLI call that started it
             )
         pid_file.write_text(str(process.pid))
+    return process.pid
+
+
+def stop_background_dispatcher(settings: Settings, timeout: float = 60.0) -> int | None:
+    """Stop the dispatcher `ensure_dispatcher` started in this home; its pid, or None if none runs.
+
+    SIGTERM: it finishes its pass and unregisters, so the jobs it was running (they go on on
+    Ray) are adopted by the next dispatcher at once, not after the stale timeout. A dispatcher
+    started by hand (`vidistill dispatcher`) is not ours to stop: Ctrl-C stops it.
+    """
+    pid_file = settings.home / "dispatcher.pid"
+    if not settings.home.is_dir():
+        return None
+    with FileLock(settings.home / "dispatcher.lock"):  # not while one is being started
+        if not _alive(pid_file):
+            pid_file.unlink(missing_ok=True)
+            return None
+        process = psutil.Process(int(pid_file.read_text()))
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except psutil.TimeoutExpired:  # a pass stuck on a dead database: the next one adopts its jobs late
+            log.warning("dispatcher pid %s did not stop within %.0f s of SIGTERM; killing it", process.pid, timeout)
+            process.kill()
+            process.wait(10)
+        pid_file.unlink(missing_ok=True)
     return process.pid
 
 

@@ -259,7 +259,7 @@ def format_results(result: QuickstartResult) -> str:
               "  vidistill ui                      MLflow: runs, per-epoch curves, attention maps, the registry",
               f"  vidistill jobs list               the pipeline's jobs ({', '.join(map(str, result.jobs.ids()))})",
               f"  vidistill jobs logs {result.jobs.student:<13} the student's training log",
-              "  vidistill cluster stop-local      stop the background Ray head when done"]
+              "  vidistill cluster stop-local      stop the background dispatcher and Ray head when done"]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from platform_fixtures import wait_until
@@ -164,6 +165,7 @@ def test_without_ray_address_a_local_head_is_started_once_and_stopped_on_request
     from click.testing import CliRunner
 
     from vidistill.platform.cli.main import cli
+    from vidistill.platform.dispatcher import ensure_dispatcher, stop_background_dispatcher
     from vidistill.platform.ray_cluster import connect_cluster, free_port
     from vidistill.platform.settings import Settings
 
@@ -179,12 +181,23 @@ def test_without_ray_address_a_local_head_is_started_once_and_stopped_on_request
         pid = int(pid_file.read_text())
         assert connect_cluster(settings).address == cluster.address
         assert int(pid_file.read_text()) == pid  # reused, not started twice
+        # What submit-job and quickstart leave running: a background dispatcher on that head.
+        dispatcher_pid = ensure_dispatcher(settings)
+        queue = JobQueue(settings)
+        wait_until(lambda: queue.live_dispatchers(), timeout=60, message="the background dispatcher to register")
+        assert ensure_dispatcher(settings) is None  # one per home
         result = CliRunner().invoke(cli, ["cluster", "stop-local"])
-        assert result.output == f"stopped the local Ray head (pid {pid})\n"
-        assert not pid_file.exists()
+        assert result.output == (f"stopped the background dispatcher (pid {dispatcher_pid})\n"
+                                 f"stopped the local Ray head (pid {pid})\n")
+        assert not psutil.pid_exists(dispatcher_pid)  # exited and reaped
+        assert queue.live_dispatchers() == []  # it unregistered: its jobs are adopted at once
+        assert not pid_file.exists() and not (settings.home / "dispatcher.pid").exists()
+        result = CliRunner().invoke(cli, ["cluster", "stop-local"])
+        assert result.output == "no dispatcher or local Ray head started by vidistill is running\n"
     finally:
         from vidistill.platform.ray_cluster import local_head_temp_dir, stop_started_head
 
+        stop_background_dispatcher(settings)
         stop_started_head(settings)
         shutil.rmtree(local_head_temp_dir(settings), ignore_errors=True)
 

@@ -118,11 +118,23 @@ def cluster_status(as_json) -> None:
 
 @cluster.command("stop-local")
 def cluster_stop_local() -> None:
-    """Stop the local Ray head a dispatcher started (when RAY_ADDRESS is unset).
+    """Stop what vidistill started in the background in this home: the dispatcher
+    `submit-job` (or `quickstart`) started, then the local Ray head it started
+    (when RAY_ADDRESS is unset).
 
-    Jobs still running on it are killed; their dispatchers re-queue them.
+    Jobs still running on the head are killed; they are re-queued (up to their
+    max attempts) when a dispatcher next runs. A dispatcher started by hand
+    (`vidistill dispatcher`) is left alone.
     """
+    from vidistill.platform.dispatcher import stop_background_dispatcher
     from vidistill.platform.ray_cluster import stop_started_head
 
-    pid = stop_started_head(_settings())
-    click.echo(f"stopped the local Ray head (pid {pid})" if pid else "no local Ray head started by vidistill is running")
+    settings = _settings()
+    dispatcher_pid = stop_background_dispatcher(settings)
+    if dispatcher_pid:
+        click.echo(f"stopped the background dispatcher (pid {dispatcher_pid})")
+    head_pid = stop_started_head(settings)
+    if head_pid:
+        click.echo(f"stopped the local Ray head (pid {head_pid})")
+    if not (dispatcher_pid or head_pid):
+        click.echo("no dispatcher or local Ray head started by vidistill is running")
