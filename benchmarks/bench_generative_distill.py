@@ -22,7 +22,9 @@ Settings (same data, same student i3d_tiny, same schedule in every row):
 Rows: the student alone; logit KD (Hinton); feature KD (MSE on block 5; in compression through a
 trained 1x1x1 conv regressor, FitNets' hint, since the widths differ); Prob-Distill (cross-modal
 only: it needs the teacher's motion map); generative; generative without the generative term
-(generative_weight=0); generative without the attention term (attention_weight=0).
+(generative_weight=0); generative without the attention term (attention_weight=0); and generative
+with its two phases alternating (one phase-1 epoch before each student epoch, as the released code
+does; the method runs them in sequence, trainers/methods/generative.py says why).
 
 Every distillation row calls the registered method (trainers/methods/: its loss, and for the
 generative rows its `auxiliary`, i.e. phase 1 fitted on the teacher's features), but in a plain
@@ -33,7 +35,11 @@ training augmentation (`--bank` clips per video, random start and crop), and the
 teacher's signals of each bank clip are computed once (exact: the same clip, the same frozen
 teacher). Teachers are trained once per setting (seed 0) and shared by the seeds; the seed draws
 the student's initial weights and the batch order (paired over rows). Test: video-level top-1
-and mean class accuracy on the test videos (trainers.evaluate's scoring, full-frame clips).
+and mean class accuracy on the test videos (trainers.evaluate's scoring, full-frame clips), the
+last epoch's weights, after recomputing every BN layer's statistics on full-frame training clips
+(precise BN, trainers/precise_bn.py, as the platform's evaluation does; the teacher's too, before
+its signals are taken). Each run also records top-1 with the running statistics it ended with
+(`top1_running_bn`): the first measurement, without precise BN, had the RGB teacher "at chance".
 
 Rows run in the order of ROWS, every seed of a row before the next row, so a run stopped early
 keeps whole rows (student alone, generative, feature KD, Prob-Distill first). Each run records
@@ -60,6 +66,7 @@ import torch.nn as nn
 
 from synthetic_workdir import accuracy_benchmark_overrides, benchmark_workdir
 
+ALTERNATING = "generative, alternating phases"
 ROWS = (  # (label, method or None, options, settings it runs in), in the order rows are kept when time is short
     ("student alone", None, {}, ("compression", "cross-modal")),
     ("generative", "generative", {}, ("compression", "cross-modal")),
@@ -68,6 +75,10 @@ ROWS = (  # (label, method or None, options, settings it runs in), in the order 
     ("generative w/o generative term", "generative", {"generative_weight": 0}, ("compression", "cross-modal")),
     ("generative w/o attention term", "generative", {"attention_weight": 0}, ("compression", "cross-modal")),
     ("logit KD", "logit", {}, ("compression", "cross-modal")),
+    # The schedule the method chose against (trainers/methods/generative.py, "Sequential phases"):
+    # one phase-1 epoch before each student epoch, as the released code alternates them.
+    (ALTERNATING, "generative", {"phase1_epochs": 1},
+     ("compression", "cross-modal")),
     # A diagnosis, not a baseline: phase 1 as the defaults were before this measurement (2 epochs,
     # KL weight 1), which left the module's reconstruction at 1 - R^2 ~ 1 (trainers/methods/generative.py).
     ("generative, old phase 1 (2 epochs, KL 1)", "generative", {"phase1_epochs": 2, "kl_weight": 1},
@@ -101,11 +112,13 @@ def clip_bank(videos, data, *, train: bool, passes: int) -> list[dict]:
     return batches
 
 
-def fit(model, bank: Bank, key: str, epochs: int, lr: float, step_loss, extra_params=()) -> list[dict]:
+def fit(model, bank: Bank, key: str, epochs: int, lr: float, step_loss, extra_params=(), before_epoch=None) -> list[dict]:
     """SGD over the bank; returns each epoch's mean loss terms (what the diagnosis of a row reads)."""
     optimizer = torch.optim.SGD(list(model.parameters()) + list(extra_params), lr=lr, momentum=0.9, weight_decay=1e-7)
     history = []
     for epoch in range(epochs):
+        if before_epoch is not None:
+            before_epoch(epoch)
         model.train()
         bank.set_epoch(epoch)
         sums, steps = {}, 0
@@ -126,6 +139,15 @@ def test_metrics(model, test_batches, num_videos: int, num_classes: int):
 
     model.eval()
     return metrics_of(video_scores({"m": model}, test_batches, num_videos, num_classes, torch.device("cpu"))["m"])
+
+
+def precise_bn(model, bn_batches, key: str) -> None:
+    """Recompute the BN statistics on full-frame training clips (trainers/precise_bn.py), as every
+    evaluation of the platform does: the running statistics after the last step are those of the
+    last few crops, applied to full frames (issue 13, defect 3)."""
+    from vidistill.trainers.precise_bn import recompute_batchnorm
+
+    recompute_batchnorm(model, bn_batches, key, torch.device("cpu"))
 
 
 def inference_cost(models: dict, clips: dict, repeats: int) -> dict:
@@ -183,7 +205,8 @@ def teacher_for(setting: str, args, classes: int, train_batches, workdir: Path, 
     return teacher.eval().requires_grad_(False), key
 
 
-def run_setting(setting: str, args, common, train_batches, test_batches, splits, workdir: Path, results: dict) -> None:
+def run_setting(setting: str, args, common, train_batches, bn_batches, test_batches, splits, workdir: Path,
+                results: dict) -> None:
     from vidistill.trainers.config import load_config
     from vidistill.trainers.losses import TeacherSignals, feature_distillation_loss, recognition_loss
     from vidistill.trainers.methods import AuxiliarySetup, MethodContext, get_method
@@ -193,6 +216,8 @@ def run_setting(setting: str, args, common, train_batches, test_batches, splits,
     lr = load_config(overrides=common).optim.lr
     began = time.perf_counter()
     teacher, key = teacher_for(setting, args, classes, train_batches, workdir, lr)
+    teacher_running_bn = test_metrics(teacher, test_batches, videos, classes)
+    precise_bn(teacher, bn_batches, key)  # before its signals: the teacher a student learns from is the evaluated one
     signals = f"signals-{setting}"
     with torch.no_grad():
         for batch in train_batches:
@@ -200,8 +225,10 @@ def run_setting(setting: str, args, common, train_batches, test_batches, splits,
     tm = test_metrics(teacher, test_batches, videos, classes)
     summary = results["settings"].setdefault(setting, {"rows": {}})
     summary["teacher"] = {"model": args.teacher if setting == "compression" else "i3d_tiny",
-                          "input": key, "top1": tm.top1, "mean_class": tm.mean_class_accuracy}
+                          "input": key, "top1": tm.top1, "mean_class": tm.mean_class_accuracy,
+                          "top1_running_bn": teacher_running_bn.top1}
     print(f"{setting}: teacher top-1 {tm.top1:.3f} mean class {tm.mean_class_accuracy:.3f} "
+          f"(running BN statistics: {teacher_running_bn.top1:.3f}) "
           f"({time.perf_counter() - began:.0f} s)", flush=True)
     if args.min_teacher_top1 and tm.top1 < args.min_teacher_top1:
         raise SystemExit(f"{setting}: the teacher reached top-1 {tm.top1:.3f} < --min-teacher-top1 "
@@ -239,7 +266,7 @@ def run_setting(setting: str, args, common, train_batches, test_batches, splits,
             else:
                 student = create_model(args.student, in_channels=3, num_classes=classes, attention="none")
             bank = Bank(train_batches, seed)
-            extra, context, regressor, diagnosis = [], None, None, {}
+            extra, context, regressor, diagnosis, before_epoch = [], None, None, {}, None
             if name == "generative":
                 distiller = method.auxiliary(AuxiliarySetup(
                     teacher=teacher, student=student, teacher_input=lambda b: b[key],
@@ -248,6 +275,14 @@ def run_setting(setting: str, args, common, train_batches, test_batches, splits,
                 extra = [p for p in distiller.parameters() if p.requires_grad]
                 context = lambda epoch: {"context": MethodContext(distiller, epoch, args.epochs)}  # noqa: E731
                 diagnosis["phase1_relative_reconstruction"] = module_reconstruction(distiller, train_batches, signals)
+                if label == ALTERNATING:  # build() fitted the first phase-1 epoch; one more before each later epoch
+                    from vidistill.trainers.methods.generative import fit_representation
+
+                    def before_epoch(epoch, distiller=distiller, options=options):
+                        if epoch > 0:
+                            fit_representation(distiller.generative, lambda _: (b[signals].features for b in bank),
+                                               1, options.phase1_lr, options.kl_weight)
+                            distiller.freeze()
             if name == "feature" and student.num_features != teacher.num_features:
                 regressor = nn.Conv3d(student.num_features, teacher.num_features, 1)  # FitNets' hint regressor
                 extra = list(regressor.parameters())
@@ -262,13 +297,19 @@ def run_setting(setting: str, args, common, train_batches, test_batches, splits,
                 return method.loss(output, batch["label"], teacher_signals, config, options,
                                    **(context(epoch) if context else {}))
 
-            history = fit(student, bank, "rgb", args.epochs, lr, step_loss, extra)
+            history = fit(student, bank, "rgb", args.epochs, lr, step_loss, extra, before_epoch)
+            if before_epoch is not None:
+                diagnosis["phase1_relative_reconstruction_end"] = module_reconstruction(distiller, train_batches, signals)
+            running_bn = test_metrics(student, test_batches, videos, classes)
+            precise_bn(student, bn_batches, "rgb")
             m = test_metrics(student, test_batches, videos, classes)
             row["seeds"].append(seed)
             row["top1"].append(m.top1)
             row["mean_class"].append(m.mean_class_accuracy)
+            row.setdefault("top1_running_bn", []).append(running_bn.top1)
             row["history"].append({**diagnosis, "first_epoch": history[0], "last_epoch": history[-1]})
             print(f"{setting} seed {seed}: {label} top-1 {m.top1:.3f} mean class {m.mean_class_accuracy:.3f} "
+                  f"(running BN {running_bn.top1:.3f}) "
                   f"{diagnosis} first {fmt(history[0])} last {fmt(history[-1])} "
                   f"({time.perf_counter() - began:.0f} s)", flush=True)
             if args.json:  # after every run: a stopped benchmark keeps what it measured
@@ -344,7 +385,7 @@ def main() -> None:
                 for label, row in summary["rows"].items():
                     kept = into["rows"].setdefault(label, {k: [] for k in row})
                     for key, values in row.items():
-                        kept[key] = kept[key] + values
+                        kept[key] = kept.get(key, []) + values
         print_table(merged)
         return
     torch.set_num_threads(args.threads)
@@ -360,6 +401,7 @@ def main() -> None:
     began = time.perf_counter()
     train_batches = clip_bank(splits.train, data, train=True, passes=args.bank)
     test_batches = clip_bank(splits.test, data, train=False, passes=1)
+    bn_batches = clip_bank(splits.train, data, train=False, passes=1)  # full-frame training clips, for precise BN
     print(f"bank: {sum(len(b['label']) for b in train_batches)} training clips, "
           f"{sum(len(b['label']) for b in test_batches)} test clips of {len(splits.test.videos)} videos "
           f"({time.perf_counter() - began:.0f} s)", flush=True)
@@ -368,7 +410,7 @@ def main() -> None:
     if args.json and args.json.is_file():  # resume: keep the runs it has
         results["settings"] = json.loads(args.json.read_text())["settings"]
     for setting in args.settings:
-        run_setting(setting, args, common, train_batches, test_batches, splits, workdir, results)
+        run_setting(setting, args, common, train_batches, bn_batches, test_batches, splits, workdir, results)
     print_table(results)
 
 
