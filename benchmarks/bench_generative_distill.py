@@ -331,8 +331,9 @@ def paired(values, baseline) -> str:
     diffs = [a - b for a, b in zip(values, baseline)]
     if len(diffs) < 2:
         return f"{statistics.mean(diffs):+.3f}" if diffs else "-"
-    test = ttest_rel(values[:len(diffs)], baseline[:len(diffs)])
-    p = "n/a (no spread)" if test.pvalue != test.pvalue else f"{test.pvalue:.3f}"
+    if statistics.pstdev(diffs) < 1e-9:  # the same difference on every seed: t is undefined, not p = 0
+        return f"{statistics.mean(diffs):+.3f} (p=n/a, equal)"
+    p = f"{ttest_rel(values[:len(diffs)], baseline[:len(diffs)]).pvalue:.3f}"
     return f"{statistics.mean(diffs):+.3f} (p={p})"
 
 
