@@ -23,10 +23,10 @@ Choices the abstract (and the incomplete public code) leave open, with the reaso
   released code does) only re-fits a module to the same data while phase 2 chases a moving
   target, and spends a teacher pass per clip every epoch. Sequential also lets phase 2 prove the
   module stays bit-identical (tests/test_generative_method.py). Measured against alternating (one
-  phase-1 epoch before each student epoch; benchmarks/bench_generative_distill.py, 3 seeds, README
+  phase-1 epoch before each student epoch; benchmarks/bench_generative_distill.py, 5 seeds, README
   issue-17 section): the alternating module enters the student's first epoch decoding nothing
-  (1 - R^2 0.7-1.0), and top-1 was the same in compression (0.531 both) and +0.125 cross-modally
-  (p = 0.07): not beyond the noise, so sequential stays.
+  (1 - R^2 0.7-1.0), and top-1 moved by -0.006 in compression (p = 0.94) and +0.094 cross-modally
+  (p = 0.06): not beyond the noise, so sequential stays.
 - **Which features: block 5 (Mixed_5c), the `features` signal.** The abstract says block 4/5; block
   5 is what the teacher signal carries and what the classifier pools, and it is what feature KD
   (the baseline) regresses, so the two compare on the same tensor.
