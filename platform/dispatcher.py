@@ -430,16 +430,20 @@ def stop_background_dispatcher(settings: Settings, timeout: float = 60.0) -> int
         if not _alive(pid_file):
             pid_file.unlink(missing_ok=True)
             return None
-        process = psutil.Process(int(pid_file.read_text()))
-        process.terminate()
+        pid = int(pid_file.read_text())
         try:
-            process.wait(timeout)
-        except psutil.TimeoutExpired:  # a pass stuck on a dead database: the next one adopts its jobs late
-            log.warning("dispatcher pid %s did not stop within %.0f s of SIGTERM; killing it", process.pid, timeout)
-            process.kill()
-            process.wait(10)
+            process = psutil.Process(pid)
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except psutil.TimeoutExpired:  # a pass stuck on a dead database: the next one adopts its jobs late
+                log.warning("dispatcher pid %s did not stop within %.0f s of SIGTERM; killing it", pid, timeout)
+                process.kill()
+                process.wait(10)
+        except psutil.NoSuchProcess:  # it exited between the check and the signal: nothing was stopped
+            pid = None
         pid_file.unlink(missing_ok=True)
-    return process.pid
+    return pid
 
 
 def _alive(pid_file: Path) -> bool:
