@@ -54,6 +54,26 @@ def test_forward_features_returns_mixed_4f_then_mixed_5c_on_the_paper_grid():
     assert tuple(phi.shape[2:]) == (6, 16, 20) and tuple(features.shape[2:]) == (3, 8, 10)
 
 
+def test_a_map_from_mixed_5c_lies_on_the_grid_of_the_features_it_weights():
+    # map_block="Mixed_5c" (issue 13): the map comes from block 5 itself, one distribution per slice
+    # on its 2 x 3 x 3 grid (16 x 80 x 80 clips), and the features are the default model's.
+    torch.manual_seed(0)
+    default = create_teacher("i3d_tiny", num_classes=4).eval()
+    torch.manual_seed(0)
+    on_block5 = create_teacher("i3d_tiny", num_classes=4, map_block="Mixed_5c").eval()
+    clip = torch.randn(2, 2, 16, 80, 80)
+    with torch.no_grad():
+        out = on_block5(clip)
+        (phi, features), (_, default_features) = on_block5.forward_features(clip), default.forward_features(clip)
+    probs = out.attention["motion"].probs
+    assert tuple(probs.shape) == (2, 2, 3, 3) == (2, *features.shape[2:])
+    torch.testing.assert_close(probs.sum((-2, -1)), torch.ones(2, 2))
+    assert phi is features and on_block5.phi_channels == on_block5.num_features == 128
+    torch.testing.assert_close(features, default_features)  # the same backbone, only the map's source moves
+    with pytest.raises(ValueError, match="map_block must be one of Mixed_4f, Mixed_5c, got 'Mixed_3c'"):
+        create_teacher("i3d_tiny", num_classes=4, map_block="Mixed_3c")
+
+
 def test_reduced_width_variants_keep_the_grid_and_shrink_the_channels():
     small = create_model("i3d_small", num_classes=10)
     tiny = create_model("i3d_tiny", num_classes=10)

@@ -70,6 +70,12 @@ class ModelConfig(Schema):
     # experts, the default so far), "probs" sums their softmax outputs as the paper writes it.
     branch_fusion: Literal["logits", "probs"] = Field(
         "logits", description="Eq. 7 for the two-branch student: logits (sum of logits) | probs (sum of softmax outputs)")
+    # Sec. 3.1 generates the map from Mixed_4f and weights Mixed_5c with it; issue 13 found a
+    # trained teacher's Mixed_4f map pointing a fixed, class-dependent 3-5 cells off the actor, about
+    # the reach of the Mixed_5c features it weights. "Mixed_5c" generates the map from those features.
+    map_block: Literal["Mixed_4f", "Mixed_5c"] = Field(
+        "Mixed_4f", description="the block the attention map is generated from: Mixed_4f (Sec. 3.1) | Mixed_5c "
+        "(the block-5 features the map weights; teacher and student must agree)")
 
 
 def gumbel_temperature_at(model: ModelConfig, epoch: int, epochs: int) -> float:

@@ -232,21 +232,25 @@ class TeacherMapCache:
 # I3D's phi (Mixed_4f) in time: stride 4 (Conv3d_1a and MaxPool3d_4a, stride 2 each), and a cell
 # sees its 4 frames and up to 31 more on either side (Conv3d_1a 3, Conv3d_2c 2, Mixed_3b/3c 2
 # each, MaxPool3d_4a 2, Mixed_4b-4f 4 each); 32 keeps the margin a multiple of the stride.
+# A map from Mixed_5c (map_block, issue 13): stride 8 (MaxPool3d_5a merges two Mixed_4f cells), and
+# Mixed_5b/5c see 8 frames more each: 47 frames, 48 a multiple of the stride.
 PHI_TIME_STRIDE, PHI_TIME_MARGIN = 4, 32
+MAP_TIME_GEOMETRY = {"Mixed_4f": (PHI_TIME_STRIDE, PHI_TIME_MARGIN), "Mixed_5c": (8, 48)}
 CHUNK_FRAMES = 256  # frames of a chunk's own cells: long untrimmed videos never go through in one pass
 
 
 def video_map_logits(teacher: torch.nn.Module, flow: torch.Tensor, chunk_frames: int = CHUNK_FRAMES) -> torch.Tensor:
     """The teacher's map logits (w_a * phi, before the softmax) over a whole (2, T, H, W) flow video.
 
-    A long video goes through in chunks of `chunk_frames` frames' cells, each read with
-    PHI_TIME_MARGIN frames of context on either side, so every cell sees exactly the frames it
-    sees in one pass over the whole video: the maps are unchanged (to float rounding). Chunks
-    start on the stride and their lengths are the video's modulo the stride, so SAME padding
-    puts their grids where the whole video's lies.
+    A long video goes through in chunks of `chunk_frames` frames' cells, each read with the map
+    block's margin of context (PHI_TIME_MARGIN frames for Mixed_4f) on either side, so every cell
+    sees exactly the frames it sees in one pass over the whole video: the maps are unchanged (to
+    float rounding). Chunks start on the stride and their lengths are the video's modulo the
+    stride, so SAME padding puts their grids where the whole video's lies.
     """
-    if chunk_frames % PHI_TIME_STRIDE or chunk_frames < PHI_TIME_STRIDE:
-        raise ValueError(f"chunk_frames must be a positive multiple of {PHI_TIME_STRIDE}, got {chunk_frames}")
+    stride, margin = MAP_TIME_GEOMETRY[getattr(teacher, "map_block", "Mixed_4f")]
+    if chunk_frames % stride or chunk_frames < stride:
+        raise ValueError(f"chunk_frames must be a positive multiple of {stride}, got {chunk_frames}")
     frames = flow.shape[1]
 
     def logits_of(part: torch.Tensor) -> torch.Tensor:
@@ -254,17 +258,17 @@ def video_map_logits(teacher: torch.nn.Module, flow: torch.Tensor, chunk_frames:
             phi, _ = teacher.forward_features(part.unsqueeze(0))
             return teacher.head.proj(phi)[0, 0].float().cpu()  # channel 0: the teacher's one branch
 
-    if frames <= chunk_frames + 2 * PHI_TIME_MARGIN:
+    if frames <= chunk_frames + 2 * margin:
         return logits_of(flow)
-    cells = math.ceil(frames / PHI_TIME_STRIDE)
-    step = chunk_frames // PHI_TIME_STRIDE
+    cells = math.ceil(frames / stride)
+    step = chunk_frames // stride
     pieces = []
     for first in range(0, cells, step):
         last = min(first + step, cells)
-        begin = max(0, first * PHI_TIME_STRIDE - PHI_TIME_MARGIN)
-        end = min(frames, last * PHI_TIME_STRIDE + PHI_TIME_MARGIN)
-        end = min(frames, end + (frames - end) % PHI_TIME_STRIDE)  # length = the video's, mod the stride
-        offset = begin // PHI_TIME_STRIDE
+        begin = max(0, first * stride - margin)
+        end = min(frames, last * stride + margin)
+        end = min(frames, end + (frames - end) % stride)  # length = the video's, mod the stride
+        offset = begin // stride
         pieces.append(logits_of(flow[:, begin:end])[first - offset:last - offset])
     return torch.cat(pieces)
 

@@ -8,7 +8,9 @@ load unchanged through `load_pytorch_i3d_checkpoint`.
 `forward_features(x)` returns the block-4 output (Mixed_4f, the phi of Sec. 3.1, on
 which attention maps are generated) and the block-5 output (Mixed_5c, the features
 the maps select); `forward_head` is whichever head the model was built with (plain
-average pooling or attention branches, see `attention.py`).
+average pooling or attention branches, see `attention.py`). With `map_block="Mixed_5c"`
+(a choice the paper does not make, for the issue-13 study of where a teacher's map
+points) the map is generated from the block-5 features it weights, on their grid.
 
 Input layout: (batch, channels, time, height, width); 3 channels for RGB, 2 (x, y)
 for optical flow.
@@ -126,6 +128,7 @@ _BLOCK4 = (
     "Mixed_3b", "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f",
 )
 _BLOCK5 = ("MaxPool3d_5a_2x2", "Mixed_5b", "Mixed_5c")
+MAP_BLOCKS = ("Mixed_4f", "Mixed_5c")
 
 
 class I3D(nn.Module):
@@ -146,7 +149,13 @@ class I3D(nn.Module):
             test time plugs in); 0.5 is where Jang et al. anneal to.
         branch_fusion: how several attention branches combine (Eq. 7): "logits"
             sums their logits, "probs" averages their softmax outputs.
+        map_block: the block whose output phi is, the maps' source: "Mixed_4f"
+            (Sec. 3.1) or "Mixed_5c", the features the map weights (then map and
+            features share one grid and one receptive field).
     """
+
+    # A class attribute, so models pickled before the option existed load as Sec. 3.1's.
+    map_block = "Mixed_4f"
 
     def __init__(
         self,
@@ -158,10 +167,13 @@ class I3D(nn.Module):
         dropout: float = 0.7,
         gumbel_temperature: float = 0.5,
         branch_fusion: str = "logits",
+        map_block: str = "Mixed_4f",
     ):
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
+        if map_block not in MAP_BLOCKS:
+            raise ValueError(f"map_block must be one of {', '.join(MAP_BLOCKS)}, got {map_block!r}")
 
         def c(n: int) -> int:
             return max(1, round(n * width))
@@ -179,7 +191,8 @@ class I3D(nn.Module):
             module = InceptionModule(channels, tuple(c(w) for w in widths))
             setattr(self, name, module)
             channels = module.out_channels
-        self.phi_channels = self.Mixed_4f.out_channels
+        self.map_block = map_block
+        self.phi_channels = getattr(self, map_block).out_channels
         self.num_features = self.Mixed_5c.out_channels
         self.attention = attention
         self.head = create_head(
@@ -194,13 +207,13 @@ class I3D(nn.Module):
         )
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (Mixed_4f, Mixed_5c): phi of Sec. 3.1 and the block-5 features."""
+        """Return (phi, Mixed_5c): the map block's output (Mixed_4f, Sec. 3.1) and the block-5 features."""
         for name in _BLOCK4:
             x = getattr(self, name)(x)
         phi = x
         for name in _BLOCK5:
             x = getattr(self, name)(x)
-        return phi, x
+        return (x if self.map_block == "Mixed_5c" else phi), x
 
     def forward_head(self, phi: torch.Tensor, features: torch.Tensor) -> ModelOutput:
         return self.head(phi, features)
