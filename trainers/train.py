@@ -63,7 +63,7 @@ class TrainResult:
 def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     kwargs = dict(num_classes=num_classes, attention=config.model.attention, dropout=config.model.dropout,
                   gumbel_temperature=config.model.gumbel_temperature, pretrained=config.model.pretrained or None,
-                  branch_fusion=config.model.branch_fusion)
+                  branch_fusion=config.model.branch_fusion, map_block=config.model.map_block)
     if config.role == "teacher":
         return create_teacher(config.model.name, **kwargs)
     if config.role == "distill" and methods.get_method(config.distill.objective).student == "attention":
