@@ -53,6 +53,10 @@ def test_teacher_trains_on_two_workers_and_is_registered(teacher):
     assert "train_tflops" not in run.data.metrics
     images = [a.path for a in client.list_artifacts(teacher.run_id, "attention")]
     assert images == ["attention/epoch_000.png", "attention/epoch_001.png"]
+    # Where its own map looks, each epoch, on the validation clips (the synthetic set knows where
+    # the actor is): a mass ratio against a uniform map, between 0 and the grid's H*W.
+    mass = client.get_metric_history(teacher.run_id, "val_actor_mass_ratio_motion")
+    assert [m.step for m in mass] == [0, 1] and all(0 < m.value < 64 for m in mass)
     version = client.get_model_version("tiny-teacher-flow", "1")
     assert version.run_id == teacher.run_id
     assert version.tags["vidistill.dataset_manifest"].startswith("sha256:")

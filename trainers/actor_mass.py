@@ -4,7 +4,9 @@ uniform map (1.0: no better than uniform; H*W: all of it on the actor).
 Eq. 6 can only distil where-to-look if the teacher looks at the actor; a map with a fixed
 centre or border pattern passes on a prior, not motion. The synthetic generator records where
 its moving actor is in every frame (`actors.json`), so for a synthetic data set every
-distillation run logs `teacher_actor_mass_ratio` on its checked training clips.
+distillation run logs `teacher_actor_mass_ratio` on its checked training clips, and every run of
+a model with attention logs its own maps' `val_actor_mass_ratio_<branch>` on the validation clips
+each epoch (whether, and when, a map finds the actor or leaves it).
 """
 from __future__ import annotations
 
@@ -67,3 +69,28 @@ def teacher_actor_mass(live_log_probs: torch.Tensor, videos, specs, tracks: dict
         if ratio is not None:
             ratios.append(ratio)
     return {"teacher_actor_mass_ratio": sum(ratios) / len(ratios)} if ratios else {}
+
+
+def model_actor_mass(model: torch.nn.Module, loader, videos, tracks: dict, prepared_fps: float, clip_length: int,
+                     input_key: str, device) -> dict[str, float]:
+    """{"val_actor_mass_ratio_<branch>": mean over `loader`'s clips} of each attention branch of `model`.
+
+    `loader` is a clip loader of `videos` (the validation clips); runs in eval mode, no gradient.
+    """
+    specs = [spec for batch in loader.planned_batches() for spec in batch]
+    if not specs or not all(videos.videos[s.video_index].video_id in tracks["centres"] for s in specs):
+        return {}
+    was_training = model.training
+    model.eval()
+    maps: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for batch in loader.load(loader.planned_batches()):
+            for branch, amap in model(batch[input_key].to(device)).attention.items():
+                maps.setdefault(branch, []).append(amap.log_probs.float().cpu())
+    model.train(was_training)
+    result = {}
+    for branch, parts in maps.items():
+        ratio = teacher_actor_mass(torch.cat(parts), videos, specs, tracks, prepared_fps, clip_length)
+        if ratio:
+            result[f"val_actor_mass_ratio_{branch}"] = ratio["teacher_actor_mass_ratio"]
+    return result

@@ -28,7 +28,9 @@ from typing import Callable
 import torch
 
 from vidistill.datasets.ray_session import connect_ray
+from vidistill.datasets.rawframes import Manifest
 from vidistill.trainers import tracking
+from vidistill.trainers.actor_mass import load_actor_tracks, model_actor_mass
 from vidistill.trainers.attention_images import attention_grid, write_png
 from vidistill.trainers.config import TrainConfig, gumbel_temperature_at, worker_resources
 from vidistill.trainers.data import MODALITY, clip_loader, open_splits
@@ -249,6 +251,11 @@ def train_worker(args: dict) -> None:
                                             train=False, batch_size=4, seed=config.seed, clips_per_video=1,
                                             device=loader_device)))
 
+    # The synthetic set knows where its actor is: rank 0 measures its own maps there each epoch.
+    actor_tracks = load_actor_tracks(config.data.root) if rank == 0 and config.model.attention != "none" \
+        and config.data.root else None
+    prepared_fps = Manifest.load(splits.val.root).fps if actor_tracks is not None else 0.0
+
     # -- resume --------------------------------------------------------------------------------
     start_epoch = 0
     best = BestOnValidation()
@@ -312,6 +319,9 @@ def train_worker(args: dict) -> None:
                 bn_clips = recompute_batchnorm(core, bn_loader, input_key, device, memory_format=memory_format)
             metrics["precise_bn_clips"] = _total(bn_clips, device)
         metrics.update(_validate(model, val_loader, input_key, device, memory_format, on_gpu))
+        if actor_tracks is not None:
+            metrics.update(model_actor_mass(core, val_loader, splits.val, actor_tracks, prepared_fps,
+                                            config.data.clip_length, input_key, device))
         scheduler.step(metrics["val_loss"])
         best.update(epoch, metrics, core.state_dict())
         metrics.update(best.metrics())
