@@ -25,6 +25,7 @@ import torch
 
 from vidistill.datasets.rawframes import open_rawframes
 from vidistill.trainers.actor_mass import actor_mass_ratio, load_actor_tracks
+from vidistill.trainers.models.attention import pool_attention_to_grid
 from vidistill.trainers.teacher import load_teacher, read_video_flow
 
 
@@ -60,7 +61,7 @@ def probe(folder: Path, uri: str, crop: int, clip: int) -> dict:
     videos = open_rawframes(folder / "prepared")
     tracks = load_actor_tracks(folder / "source")
     tests = {line.split()[0].rsplit(".", 1)[0] for line in (folder / "source" / "test.txt").read_text().splitlines()}
-    ratios, per_class, correct, followed = [], {}, [], []
+    ratios, block5_ratios, per_class, per_class_ratios, correct, followed = [], [], {}, {}, [], []
     for index, video in enumerate(videos.videos):
         if video.video_id not in tests:
             continue
@@ -68,21 +69,35 @@ def probe(folder: Path, uri: str, crop: int, clip: int) -> dict:
         height, width = flow.shape[-2:]
         top, left = (height - crop) // 2, (width - crop) // 2
         with torch.no_grad():
-            output = teacher(flow[:, :clip, top:top + crop, left:left + crop].unsqueeze(0))
+            x = flow[:, :clip, top:top + crop, left:left + crop].unsqueeze(0)
+            output, (_, features) = teacher(x), teacher.forward_features(x)
         probs = next(iter(output.attention.values())).probs[0]
         correct.append(int(output.logits[0].argmax()) == video.label)
         scale = np.array([width / tracks["width"], height / tracks["height"]])
-        cells = actor_cells_of_centre_crop(tracks["centres"][video.video_id], scale, crop, np.array([left, top]),
-                                           clip, tuple(probs.shape))
+        origin = np.array([left, top])
+        cells = actor_cells_of_centre_crop(tracks["centres"][video.video_id], scale, crop, origin, clip,
+                                           tuple(probs.shape))
         ratio = actor_mass_ratio(probs, cells)
+        # The map as it weights the block-5 features (Mixed_4f's carried onto their grid, Eq. 4):
+        # the same measure for a map from either block.
+        pooled = pool_attention_to_grid(probs.unsqueeze(0), tuple(features.shape[2:]))[0]
+        pooled_ratio = actor_mass_ratio(pooled, actor_cells_of_centre_crop(
+            tracks["centres"][video.video_id], scale, crop, origin, clip, tuple(pooled.shape)))
+        name = video.video_id.split("/")[0]
         if ratio is not None:
             ratios.append(ratio)
-        per_class.setdefault(video.video_id.split("/")[0], []).append(probs.mean(0).numpy())
+            per_class_ratios.setdefault(name, []).append(ratio)
+        if pooled_ratio is not None:
+            block5_ratios.append(pooled_ratio)
+        per_class.setdefault(name, []).append(probs.mean(0).numpy())
         followed.extend((probs[t].numpy(), cell) for t, cell in enumerate(cells) if cell is not None)
     # Top-1 of this one centre clip per test video: whether the probed teacher learnt at all
     # (the evaluate job's accuracy averages several clips).
     return {"videos": len(ratios), "centre_clip_top1": float(np.mean(correct)), "actor_mass_ratio_mean": float(np.mean(ratios)),
             "actor_mass_ratio_median": float(np.median(ratios)), "grid": list(probs.shape),
+            "actor_mass_ratio_per_class": {name: round(float(np.mean(r)), 2) for name, r in sorted(per_class_ratios.items())},
+            "block5_actor_mass_ratio_mean": float(np.mean(block5_ratios)),
+            "block5_actor_mass_ratio_median": float(np.median(block5_ratios)), "block5_grid": list(pooled.shape),
             **offset_actor_mass(followed),
             "mean_map_per_class": {name: np.mean(maps, 0).round(3).tolist() for name, maps in per_class.items()}}
 

@@ -68,6 +68,17 @@ SIZES = {
         _CPU_FLOW,
         [*_CPU_TRAINING, "data.clip_length=16", "data.crop_size=80", "data.test_clips_per_video=3", "epochs=30",
          "optim.plateau_patience=31"]),
+    # Issue 13's teacher gate on a CPU: frames and crop several times the reach of a cell (an 8x8
+    # Mixed_5c grid on the 256 px crop), a small actor (20 px) and a short travel (12-20% of the
+    # frame, so where it is does not give its class), the map generated from the Mixed_5c features
+    # it weights and a Gumbel schedule from 5. Only this flow teacher's map sits on the moving actor
+    # (README, "What the study says (issue 13)"); a model takes ~10 min on a 2-core CPU.
+    "wide": QuickstartSize(
+        "wide", dict(classes=4, videos_per_class=24, frames=24, width=320, height=256, distractors=1,
+                     actor_size=0.08, travel=(0.12, 0.2), test_fraction=1 / 3, seed=0),
+        {**_CPU_FLOW, "width": 320, "height": 256},
+        [*_CPU_TRAINING, "data.clip_length=16", "data.crop_size=256", "data.test_clips_per_video=3", "epochs=20",
+         "optim.plateau_patience=31", "model.map_block=Mixed_5c", "model.gumbel_temperature_start=5"]),
     # A larger run: 8 motion classes, a 4x wider I3D; for a GPU machine, or hours of CPU.
     "large": QuickstartSize(
         "large", dict(classes=8, videos_per_class=48, frames=32, width=160, height=128, distractors=1,

@@ -229,3 +229,21 @@ def test_an_exported_backbone_loads_into_every_network_an_arm_builds(tmp_path):
     teacher = create_teacher("i3d_tiny", num_classes=4, pretrained=tmp_path / "flow.pt")
     key, value = next(iter(backbone_state(flow).items()))
     assert torch.equal(backbone_state(teacher)[key], value)
+
+
+def test_the_wide_size_is_the_set_whose_flow_teacher_looks_at_the_actor(cli_env):
+    """`--size wide`: the frames, crop, actor and travel of the teacher that passed issue 13's
+    actor-mass gate (README); changing any of them changes what the gate measured."""
+    from vidistill.datasets.synthetic import DIFFICULTIES, SyntheticConfig
+    from vidistill.platform.quickstart import SIZES
+    from vidistill.platform.study import StudySpec
+
+    wide = SIZES["wide"]
+    config = SyntheticConfig(**{**wide.synthetic, **DIFFICULTIES["easy"]})
+    assert (config.width, config.height, config.actor_size, config.travel) == (320, 256, 0.08, (0.12, 0.2))
+    assert (config.classes, config.videos_per_class, config.frames, config.distractors, config.decoys) == (4, 24, 24, 1, 0)
+    assert wide.prepare == {"flow": "farneback", "bound": 4.0, "width": 320, "height": 256}
+    assert {"data.crop_size=256", "data.clip_length=16", "model.name=i3d_tiny", "epochs=20", "model.map_block=Mixed_5c",
+            "model.gumbel_temperature_start=5"} <= set(wide.training)
+    StudySpec(name="wide-easy", arms=["flow-teacher", "rgb-plain", "prob-distill"], seeds=[0], size="wide").check()
+    assert "wide" in run_cli("compare", "--help").output
