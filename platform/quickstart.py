@@ -73,7 +73,7 @@ SIZES = {
     # frame, so where it is does not give its class), the map generated from the Mixed_5c features
     # it weights and a Gumbel schedule from 5. The only set where a flow teacher's map has sat on the
     # moving actor, and for one of two seeds (README, "What the study says (issue 13)"); a model
-    # takes ~10-20 min on a 2-core CPU.
+    # took 20-30 min on the 2-core CPU, two trainings at a time.
     "wide": QuickstartSize(
         "wide", dict(classes=4, videos_per_class=24, frames=24, width=320, height=256, distractors=1,
                      actor_size=0.08, travel=(0.12, 0.2), test_fraction=1 / 3, seed=0),

@@ -30,7 +30,7 @@ def _seeds(value: str) -> list[int]:
               help="tiny: every step at its smallest (minutes on a CPU, learns little); small: the "
                    "quickstart's 96 videos and 30 epochs (~2 min a model on a 2-core CPU); wide: 320x256 "
                    "frames, a 256 px crop, a 20 px actor and maps from Mixed_5c, the one CPU size where a flow "
-                   "teacher's map has found the actor, for one seed of two (~15 min a model); large: for a GPU.")
+                   "teacher's map has found the actor, for one seed of two (20-30 min a model, two at a time); large: for a GPU.")
 @click.option("--set", "common", multiple=True, metavar="KEY=VALUE",
               help="Override for every training job, e.g. --set epochs=15.")
 @click.option("--warm-start/--from-scratch", default=False, show_default=True,
