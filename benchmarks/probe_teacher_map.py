@@ -70,7 +70,8 @@ def probe(folder: Path, uri: str, crop: int, clip: int) -> dict:
         top, left = (height - crop) // 2, (width - crop) // 2
         with torch.no_grad():
             x = flow[:, :clip, top:top + crop, left:left + crop].unsqueeze(0)
-            output, (_, features) = teacher(x), teacher.forward_features(x)
+            phi, features = teacher.forward_features(x)  # one backbone pass: the head and the block-5 grid
+            output = teacher.forward_head(phi, features)
         probs = next(iter(output.attention.values())).probs[0]
         correct.append(int(output.logits[0].argmax()) == video.label)
         scale = np.array([width / tracks["width"], height / tracks["height"]])
