@@ -19,6 +19,13 @@ gate), which `compare` cannot do: it trains a teacher per seed.
 has none; the paired tests use the seeds both arms have); NAME is an arm of
 `vidistill compare` (its label is printed; `rgb-plain` is the baseline of the paired tests). A
 fusion arm names the evaluation's key of the fusion, `TEACHER + STUDENT` (`evaluate --fuse`).
+
+`--arm NAME@VARIANT=...` gives one arm several training settings (e.g. `prob-distill@lr0.003`): the
+script then picks each arm's variant on validation, never on test, and the table shows the picked
+one. The rule (a choice; the validation slice is small, so accuracy ties are common): the highest
+mean over seeds of the kept epoch's validation accuracy, then the lowest mean validation loss at
+that epoch, over the seeds every variant of the arm has. Every variant's validation and test means
+are printed, so what the choice costs or gains on test can be read off.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 from pathlib import Path
 
 from vidistill.platform.queue import JobQueue
@@ -40,18 +48,19 @@ def main() -> None:
                         help="id of a succeeded evaluate job; several when the models were split over "
                              "jobs run side by side (same test set and clip settings: the same clips)")
     parser.add_argument("--seeds", required=True, help="comma-separated seeds, the order of each --arm's URIs")
-    parser.add_argument("--arm", action="append", required=True, metavar="NAME=URI,URI,...")
+    parser.add_argument("--arm", action="append", required=True, metavar="NAME[@VARIANT]=URI,URI,...")
     parser.add_argument("--difficulty", default="-", help="the label of the table's difficulty column")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    arms = {}
+    arms = {}  # (arm, variant) -> one URI per seed
     for spec in args.arm:
-        name, _, uris = spec.partition("=")
+        key, _, uris = spec.partition("=")
+        name, _, variant = key.partition("@")
         if name not in ARMS:
             raise SystemExit(f"--arm {name}: not an arm; choose one of {', '.join(ARMS)}")
-        arms[name] = uris.split(",")
-        if len(arms[name]) != len(seeds):
-            raise SystemExit(f"--arm {name}: {len(arms[name])} models for {len(seeds)} seeds")
+        arms[name, variant] = uris.split(",")
+        if len(arms[name, variant]) != len(seeds):
+            raise SystemExit(f"--arm {key}: {len(arms[name, variant])} models for {len(seeds)} seeds")
 
     client = tracking.configure()
     queue, results, classes = JobQueue(), {}, set()
@@ -66,14 +75,15 @@ def main() -> None:
         raise SystemExit(f"evaluate jobs {args.evaluation} are on data sets with different classes")
     classes = classes.pop()
 
-    accuracy, details = {}, []
-    for arm, uris in arms.items():
+    details = []
+    for (arm, variant), uris in arms.items():
         for seed, uri in zip(seeds, uris):
             if uri == "-":  # no model of this arm for this seed
                 continue
             if uri not in results:
                 raise SystemExit(f"{uri} is not among the models of evaluate jobs {args.evaluation}")
-            accuracy.setdefault((args.difficulty, arm), {})[seed] = results[uri]["top1"]
+            detail = {"arm": arm, "variant": variant, "seed": seed, "model": uri, "top1": results[uri]["top1"]}
+            details.append(detail)
             if " + " in uri:  # a late fusion (`evaluate --fuse`): no training run of its own
                 continue
             run = client.get_run(tracking.resolve_model_version(uri).run_id)
@@ -90,21 +100,61 @@ def main() -> None:
                     # At the kept epoch when the run kept its best; else the last epoch's.
                     step = kept if kept in history else max(history)
                     masses[key.removeprefix("val_actor_mass_ratio_")] = round(history[step], 2)
-            details.append({"arm": arm, "seed": seed, "model": uri, "top1": results[uri]["top1"],
-                            "leaves_chance": leaves_chance(curve, classes),
-                            "kept_epoch": None if kept is None else kept + 1,  # 1-based, as leaves_chance
-                            "val_actor_mass_at_kept": masses,
-                            # Whether training was stable: cross-entropy above ln(classes) is worse
-                            # than a uniform guess.
-                            "train_ce_peak": round(max(ce), 2) if ce else None,
-                            "epochs_train_ce_above_chance": sum(v > math.log(classes) for v in ce)})
-    rows = [dataclasses.replace(row, leaves_chance={d["seed"]: d["leaves_chance"] for d in details
-                                                    if d["arm"] == row.arm})
-            for row in study_table(accuracy, list(arms))]
+            val_loss = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+            kept_step = kept if kept in val_loss else max(val_loss, default=None)
+            detail.update({"leaves_chance": leaves_chance(curve, classes),
+                           "kept_epoch": None if kept is None else kept + 1,  # 1-based, as leaves_chance
+                           "val_accuracy_at_kept": curve[kept_step] if kept_step is not None else None,
+                           "val_loss_at_kept": round(val_loss[kept_step], 3) if kept_step is not None else None,
+                           "val_actor_mass_at_kept": masses,
+                           # Whether training was stable: cross-entropy above ln(classes) is worse
+                           # than a uniform guess.
+                           "train_ce_peak": round(max(ce), 2) if ce else None,
+                           "epochs_train_ce_above_chance": sum(v > math.log(classes) for v in ce)})
+
+    chosen = choose_variants(details)
+    accuracy = {}
+    for d in details:
+        if chosen[d["arm"]] == d["variant"]:
+            accuracy.setdefault((args.difficulty, d["arm"]), {})[d["seed"]] = d["top1"]
+    rows = [dataclasses.replace(row, leaves_chance={d["seed"]: d.get("leaves_chance") for d in details
+                                                    if d["arm"] == row.arm and d["variant"] == chosen[row.arm]})
+            for row in study_table(accuracy, list(dict.fromkeys(arm for arm, _ in arms)))]
     print(format_rows(rows))
     print()
     for d in details:
         print(json.dumps(d))
+
+
+def choose_variants(details: list[dict]) -> dict[str, str]:
+    """Each arm's variant, picked on validation (see the module docstring); prints the comparison."""
+    chosen = {}
+    for arm in dict.fromkeys(d["arm"] for d in details):
+        runs = [d for d in details if d["arm"] == arm]
+        variants = list(dict.fromkeys(d["variant"] for d in runs))
+        if len(variants) == 1:
+            chosen[arm] = variants[0]
+            continue
+        if any("val_accuracy_at_kept" not in d for d in runs):
+            raise SystemExit(f"--arm {arm}: variants of a fusion arm cannot be chosen on validation")
+        common = set.intersection(*({d["seed"] for d in runs if d["variant"] == v} for v in variants))
+        if not common:
+            raise SystemExit(f"--arm {arm}: its variants share no seed, so they cannot be compared")
+        summary = {}
+        for v in variants:
+            picked = [d for d in runs if d["variant"] == v and d["seed"] in common]
+            summary[v] = (statistics.fmean(d["val_accuracy_at_kept"] for d in picked),
+                          statistics.fmean(d["val_loss_at_kept"] for d in picked),
+                          statistics.fmean(d["top1"] for d in picked))
+        chosen[arm] = max(variants, key=lambda v: (summary[v][0], -summary[v][1]))
+        print(f"{arm}: variant picked on validation over seeds {sorted(common)}")
+        for v in variants:
+            acc, loss, top1 = summary[v]
+            mark = "  <- picked" if v == chosen[arm] else ""
+            print(f"  {v or '(none)':>12}  val acc {acc:.3f}  val loss {loss:.3f}  (test top-1 {top1:.3f}, "
+                  f"not used to pick){mark}")
+    print()
+    return chosen
 
 
 if __name__ == "__main__":
