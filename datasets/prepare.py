@@ -1,18 +1,21 @@
 """Preparation (Sec. 3.6): videos -> 24 fps 320x256 JPEG frames + quantised TV-L1 flow.
 
 Flow is computed once here, not every epoch. Videos are prepared as parallel Ray tasks, one
-per video. Each video is written into ``<video-id>.partial-<token>/`` and renamed into place
-when complete, and the manifest is saved as results arrive, so a killed run loses at most the
-videos in flight: a rerun skips videos the manifest lists as finished and redoes any folder
-left half-written. The token keeps a rerun apart from Ray workers of a killed run that are
-still finishing their last video. A corrupt, truncated or unreadable video is listed in the manifest with its
-reason and skipped; the rest completes (and a rerun retries it).
+per video; with one worker and no Ray attached, in this process instead (a private Ray would
+only add its start-up, which times out on a loaded small machine). Each video is written into
+``<video-id>.partial-<token>/`` and renamed into place when complete, and the manifest is saved
+as results arrive, so a killed run loses at most the videos in flight: a rerun skips videos the
+manifest lists as finished and redoes any folder left half-written. The token keeps a rerun
+apart from Ray workers of a killed run that are still finishing their last video. A corrupt,
+truncated or unreadable video is listed in the manifest with its reason and skipped; the rest
+completes (and a rerun retries it).
 """
 from __future__ import annotations
 
 import dataclasses
 import glob
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -53,7 +56,9 @@ class PrepareConfig:
     flow_bound: float = DEFAULT_FLOW_BOUND
     jpeg_quality: int = 95
     templates: FrameTemplates = field(default_factory=FrameTemplates)
-    workers: int | None = None  # videos at once (and a local Ray's CPUs); default: all free cores
+    # Videos at once (and a local Ray's CPUs); default: all free cores. 1 without a Ray attached
+    # or RAY_ADDRESS: in this process, no Ray.
+    workers: int | None = None
     # auto: TV-L1 in PyTorch on the GPU when the Ray cluster has one, else OpenCV on the CPU
     flow_backend: str = "auto"
 
@@ -247,9 +252,11 @@ def prepare_dataset(
     """Prepare every video of a listing as parallel Ray tasks; resumable; see module doc.
 
     Uses the Ray cluster already initialised in this process, or starts a local one with
-    ``config.workers`` CPUs (and shuts it down at the end). With ``config.workers`` set, at most
-    that many videos are in flight at once, also on a cluster shared with other work. On a multi-node cluster the videos
-    and ``config.out`` must lie on storage that every node mounts at the same path.
+    ``config.workers`` CPUs (and shuts it down at the end); with ``config.workers == 1`` and no
+    Ray to attach to, runs in this process instead, one video after another. With
+    ``config.workers`` set, at most that many videos are in flight at once, also on a cluster
+    shared with other work. On a multi-node cluster the videos and ``config.out`` must lie on
+    storage that every node mounts at the same path.
     """
     import ray
 
@@ -264,62 +271,48 @@ def prepare_dataset(
     for video in todo:
         manifest.videos.pop(video.video_id, None)  # a record whose folder vanished is stale
         _clear_leftovers(config.out, video.video_id)
-    started_ray = bool(todo) and connect_ray(num_cpus=config.workers, log_to_driver=False)
+    in_process = config.workers == 1 and not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+    started_ray = bool(todo) and not in_process and connect_ray(num_cpus=config.workers, log_to_driver=False)
     prepared: list[str] = []
     failed: list[FailedVideo] = []
     begin = last_save = time.monotonic()
     try:
-        # Chosen here, not in the tasks: Ray hides the GPUs from tasks that do not ask for one.
-        gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-        if gpus and config.flow_method == "tvl1" and config.flow_backend == "auto":
-            import torch
-
-            gpus = gpus if torch.cuda.is_available() else 0  # a GPU this PyTorch cannot use
+        gpus = _local_gpus(config) if in_process else _ray_gpus(config)
         backend = resolve_flow_backend(config.flow_method, config.flow_backend, gpu_visible=gpus > 0)
         if backend == "torch-cuda" and not gpus:
-            raise DatasetError("flow backend torch-cuda needs a GPU in the Ray cluster; there is none")
+            where = "on this machine" if in_process else "in the Ray cluster"
+            raise DatasetError(f"flow backend torch-cuda needs a GPU {where}; there is none")
         if backend:
             log.info("flow: %s computed by %s", config.flow_method, backend)
         config = dataclasses.replace(config, flow_backend=backend or config.flow_backend)
-        if todo:
-            task = ray.remote(
-                num_cpus=1, num_gpus=_GPU_SHARE if backend == "torch-cuda" else 0, max_retries=0
-            )(_prepare_task)
-            if config.workers:
-                # What the caller reserved (a queue job's CPUs on a shared cluster): no more at once.
-                limit = config.workers
+        if in_process:
+            results = (_prepare_task(video, config) for video in todo)
+        else:
+            results = _results_on_ray(todo, config, backend)
+        for result in results:
+            if isinstance(result, VideoRecord):
+                manifest.videos[result.video_id] = result
+                manifest.failed.pop(result.video_id, None)
+                prepared.append(result.video_id)
             else:
-                limit = 2 * max(1, int(ray.available_resources().get("CPU", 1)))  # keeps memory bounded
-            queue = list(reversed(todo))
-            in_flight: list = []
-            while queue or in_flight:
-                while queue and len(in_flight) < limit:
-                    in_flight.append(task.remote(queue.pop(), config))
-                ready, in_flight = ray.wait(in_flight, num_returns=1)
-                result = ray.get(ready[0])
-                if isinstance(result, VideoRecord):
-                    manifest.videos[result.video_id] = result
-                    manifest.failed.pop(result.video_id, None)
-                    prepared.append(result.video_id)
-                else:
-                    manifest.failed[result.video_id] = result
-                    failed.append(result)
-                    log.warning("skipped %s: %s", result.source, result.reason)
-                now = time.monotonic()
-                if now - last_save >= _MANIFEST_SAVE_INTERVAL_S:
-                    manifest.save(config.out)
-                    last_save = now
-                if progress is not None:
-                    progress(
-                        Progress(
-                            done=len(prepared) + len(failed),
-                            total=len(todo),
-                            failed=len(failed),
-                            skipped=len(finished),
-                            elapsed_s=now - begin,
-                            last=result.video_id,
-                        )
+                manifest.failed[result.video_id] = result
+                failed.append(result)
+                log.warning("skipped %s: %s", result.source, result.reason)
+            now = time.monotonic()
+            if now - last_save >= _MANIFEST_SAVE_INTERVAL_S:
+                manifest.save(config.out)
+                last_save = now
+            if progress is not None:
+                progress(
+                    Progress(
+                        done=len(prepared) + len(failed),
+                        total=len(todo),
+                        failed=len(failed),
+                        skipped=len(finished),
+                        elapsed_s=now - begin,
+                        last=result.video_id,
                     )
+                )
     finally:
         manifest.save(config.out)  # whatever happened, keep what is done
         if started_ray and ray.is_initialized():
@@ -332,3 +325,44 @@ def prepare_dataset(
         manifest_hash=manifest.content_hash(),
         flow_backend=backend,
     )
+
+
+def _ray_gpus(config: PrepareConfig) -> float:
+    """GPUs of the Ray cluster this flow could use. Asked here, not in the tasks: Ray hides the
+    GPUs from tasks that do not ask for one."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    if gpus and config.flow_method == "tvl1" and config.flow_backend == "auto":
+        import torch
+
+        gpus = gpus if torch.cuda.is_available() else 0  # a GPU this PyTorch cannot use
+    return gpus
+
+
+def _local_gpus(config: PrepareConfig) -> float:
+    """GPUs this process could compute the flow on; torch is imported only when the flow is TV-L1."""
+    if config.flow_method != "tvl1" or config.flow_backend not in ("auto", "torch-cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _results_on_ray(todo: list[VideoItem], config: PrepareConfig, backend: str | None):
+    """Each video's result as its Ray task finishes, with a bounded number in flight."""
+    import ray
+
+    task = ray.remote(num_cpus=1, num_gpus=_GPU_SHARE if backend == "torch-cuda" else 0, max_retries=0)(_prepare_task)
+    if config.workers:
+        # What the caller reserved (a queue job's CPUs on a shared cluster): no more at once.
+        limit = config.workers
+    else:
+        limit = 2 * max(1, int(ray.available_resources().get("CPU", 1)))  # keeps memory bounded
+    queue = list(reversed(todo))
+    in_flight: list = []
+    while queue or in_flight:
+        while queue and len(in_flight) < limit:
+            in_flight.append(task.remote(queue.pop(), config))
+        ready, in_flight = ray.wait(in_flight, num_returns=1)
+        yield ray.get(ready[0])

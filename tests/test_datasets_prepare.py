@@ -315,3 +315,27 @@ def test_workers_caps_the_videos_in_flight_on_a_ray_with_more_cpus(tmp_path, loc
     in_flight.clear()
     prepare_dataset(listing, PrepareConfig(tmp_path / "all", flow_method=None))
     assert max(in_flight) >= 2  # unset: as many as the free CPUs allow (twice them, for the pipeline)
+
+
+def test_one_worker_without_ray_prepares_in_process_the_same_frames_and_flow_as_ray_tasks(
+        tmp_path, local_ray, monkeypatch):
+    # A private Ray for one worker only adds its start-up, which times out on a loaded 2-core machine.
+    root = tmp_path / "videos"
+    listing = generic_dataset(root, {f"{c}/v{i}.avi": (c, 12, 24.0, (64, 48), "mpeg4")
+                                     for c in ("move-up", "move-left") for i in range(2)})
+    on_ray = prepare_dataset(listing, PrepareConfig(tmp_path / "ray", flow_method="farneback", workers=2))
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("prepare --workers 1 started Ray")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+    monkeypatch.setattr("vidistill.datasets.prepare.connect_ray", no_ray)
+    monkeypatch.setattr(ray, "remote", no_ray)
+    in_process = prepare_dataset(listing, PrepareConfig(tmp_path / "here", flow_method="farneback", workers=1))
+    assert len(in_process.prepared) == 4 and not in_process.failed
+    assert in_process.manifest_hash == on_ray.manifest_hash  # same records and settings
+    for video in in_process.prepared:  # and the same bytes in every frame and flow image
+        here, there = (sorted((tmp_path / name / video).iterdir()) for name in ("here", "ray"))
+        assert [p.name for p in here] == [p.name for p in there] and len(here) == 12 + 2 * 11
+        assert all(a.read_bytes() == b.read_bytes() for a, b in zip(here, there))

@@ -172,7 +172,9 @@ def _print_progress(progress) -> None:
 @click.option("--fps", default=24.0, show_default=True, help="Frame rate every video is resampled to.")
 @click.option("--size", default="320x256", show_default=True, help="Frame size WIDTHxHEIGHT.")
 @click.option("--jpeg-quality", default=95, show_default=True)
-@click.option("--workers", type=int, help="CPUs of a local Ray (default: all); ignored when RAY_ADDRESS is set.")
+@click.option("--workers", type=int,
+              help="Videos at once: the CPUs of a local Ray (default: all). 1 prepares in this process, "
+                   "without starting Ray. With RAY_ADDRESS set: at most that many on the cluster.")
 @click.option("--rgb-template", default="img_{:05d}.jpg", show_default=True)
 @click.option("--flow-x-template", default="flow_x_{:05d}.jpg", show_default=True)
 @click.option("--flow-y-template", default="flow_y_{:05d}.jpg", show_default=True)
@@ -186,7 +188,8 @@ def prepare_command(config_file, root, layout, split, annotations, videos, out, 
     quantised optical flow (MMAction2 rawframes layout) plus manifest.json.
 
     \b
-    Runs as parallel Ray tasks (a local Ray, or the cluster at RAY_ADDRESS). Resumable:
+    Runs as parallel Ray tasks (a local Ray, or the cluster at RAY_ADDRESS); with
+    --workers 1 and no RAY_ADDRESS, in this process without Ray. Resumable:
     a rerun skips finished videos and redoes half-written ones. Videos that cannot be
     decoded are listed in the manifest with the reason and skipped.
     """
