@@ -29,6 +29,7 @@ a local token is never sent to another host).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -37,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from filelock import FileLock
 
@@ -291,9 +293,26 @@ def dashboard_is_up(address: str) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, taken: Iterable[int] = ()) -> list[int]:
+    """`count` distinct ports free now, none of them in `taken`.
+
+    All sockets stay open until every port is picked: once one closes, the OS may hand the same
+    port to the next bind (a CI run lost every Ray test to a head whose GCS and client server got
+    one port, 34471, from two separate calls).
+    """
+    taken = set(taken)
+    with contextlib.ExitStack() as sockets:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = sockets.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in taken:
+                ports.append(port)
+        return ports
 
 
 def start_local_head(
@@ -309,23 +328,25 @@ def start_local_head(
 ) -> subprocess.Popen:
     """`ray start --head --block` in its own session; returns at once.
 
-    Every port but the dashboard's (and `gcs_port` when given) is picked free,
-    so this head never collides with another Ray on the machine (Ray's fixed
+    Every port but the dashboard's (and `gcs_port` when given) is picked free and distinct,
+    so this head never collides with another Ray on the machine, nor with itself (Ray's fixed
     defaults 6379, 10001, 52365 would). `env`: extra variables for the head
     (its jobs inherit them). Stop it with `stop_local_head(process)`.
     """
+    client, agent_listen, agent_grpc, metrics, runtime_env, free_gcs = free_ports(
+        6, taken=(dashboard_port, gcs_port or 0))
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
         "--disable-usage-stats",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         "--node-ip-address=127.0.0.1",
         f"--temp-dir={temp_dir}",
-        f"--port={gcs_port or free_port()}",
-        f"--ray-client-server-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
+        f"--port={gcs_port or free_gcs}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent_listen}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
     ]
     if num_cpus is not None:
         command.append(f"--num-cpus={num_cpus:g}")

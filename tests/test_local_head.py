@@ -1,7 +1,9 @@
 """A local Ray head belongs to its VIDISTILL_HOME (issue 12)."""
 from __future__ import annotations
 
+import re
 import shutil
+import socket
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +14,7 @@ from vidistill.platform.ray_cluster import (
     ClusterUnavailable,
     connect_cluster,
     free_port,
+    free_ports,
     local_head_temp_dir,
     start_local_head,
     stop_local_head,
@@ -33,6 +36,44 @@ def test_a_dashboard_port_in_rays_worker_range_is_refused_with_the_reason(tmp_pa
     for command in (["cluster", "status"], ["dispatcher"]):
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 1 and "worker port range" in result.output, result.output
+
+
+class ReusingOS:
+    """Sockets of an OS that hands a closed socket's port to the next bind(0): the lowest port no
+    open socket holds (it happened on the CI machine: two of a head's ports came out equal)."""
+
+    held: set[int] = set()
+
+    def __init__(self, *args):
+        self.port = None
+
+    def bind(self, address):
+        self.port = min(set(range(40000, 40100)) - self.held)
+        self.held.add(self.port)
+
+    def getsockname(self):
+        return ("127.0.0.1", self.port)
+
+    def close(self):
+        self.held.discard(self.port)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_a_heads_ports_are_distinct_even_where_the_os_reuses_a_closed_sockets_port(tmp_path, monkeypatch):
+    real = free_ports(32, taken={free_port()})
+    assert len(set(real)) == 32
+    monkeypatch.setattr(socket, "socket", ReusingOS)
+    assert free_ports(3, taken={40001}) == [40000, 40002, 40003]
+    started = []
+    monkeypatch.setattr("subprocess.Popen", lambda command, **kwargs: started.append(command))
+    start_local_head(dashboard_port=40000, temp_dir=tmp_path, log_file=tmp_path / "head.log", auth_mode="disabled")
+    ports = [int(m) for arg in started[0] for m in re.findall(r"^--[a-z-]*port=(\d+)$", arg)]
+    assert len(ports) == 7 and len(set(ports)) == 7  # the dashboard's and six picked
 
 
 def test_a_head_that_exits_at_start_names_its_log(tmp_path):
