@@ -199,6 +199,23 @@ def test_the_pyav_loader_reads_raw_videos_into_the_same_clips(prepared, tmp_path
         make_clip_loader(listing, ClipLoaderConfig(modality="paired"))
 
 
+@pytest.mark.parametrize("backend", ["dali", "opencv", "pyav"])
+def test_a_pass_over_a_loader_leaves_the_global_torch_rng_as_it_was(prepared, tmp_path_factory, backend):
+    """Training draws dropout and Gumbel noise from the global RNG; a validation or metric pass
+    that drew from it too would change every later step, so one more logged metric would give
+    another model for the same seed."""
+    if backend == "pyav":
+        source = list_videos(DatasetConfig(synthetic_dataset(tmp_path_factory), "generic"), "test")
+        config = ClipLoaderConfig(backend=backend, **SMALL, video_width=WIDTH, video_height=HEIGHT)
+    else:
+        source, config = prepared, ClipLoaderConfig(backend=backend, **SMALL)
+    torch.manual_seed(7)
+    untouched = torch.rand(4)
+    torch.manual_seed(7)
+    assert len(list(make_clip_loader(source, config))) > 0
+    assert torch.equal(torch.rand(4), untouched)
+
+
 def test_the_default_backend_follows_the_benchmark_and_is_logged_once(prepared, monkeypatch, caplog):
     monkeypatch.setattr(loaders, "_announced", set())
     assert resolve_backend(prepared, ClipLoaderConfig()) == (loaders.DEFAULT_CPU_BACKEND, None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from vidistill.datasets.errors import DatasetError
 from vidistill.datasets.loaders.augment import (
@@ -22,8 +22,8 @@ from vidistill.datasets.loaders.frames import RawframesFiles, read_encoded
 from vidistill.datasets.loaders.plan import (
     ClipLoaderConfig,
     ClipSpec,
-    FixedBatchSampler,
     PlannedEpochs,
+    planned_batches_loader,
 )
 from vidistill.datasets.rawframes import PreparedSet
 
@@ -77,11 +77,6 @@ class OpenCVClipLoader(PlannedEpochs):
         """Batches of exactly these clips (e.g. to cache teacher maps for chosen clips)."""
         specs = [spec for batch in batches for spec in batch]
         # Batches are fixed by the plan, so the DataLoader only splits and orders them.
-        loader = DataLoader(
-            RawframesClips(self.files, specs),
-            batch_sampler=FixedBatchSampler([len(b) for b in batches]),
-            num_workers=self.config.num_workers,
-            collate_fn=collate_clips,
-        )
-        yield from loader
+        yield from planned_batches_loader(RawframesClips(self.files, specs), batches, self.config.num_workers,
+                                          collate_clips)
 

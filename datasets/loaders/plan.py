@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 MODALITIES = ("rgb", "flow", "paired")
 
@@ -222,3 +224,23 @@ class FixedBatchSampler:
         for size in self.sizes:
             yield list(range(begin, begin + size))
             begin += size
+
+
+def planned_batches_loader(dataset: Dataset, batches: list[list[ClipSpec]], num_workers: int,
+                           collate_fn) -> DataLoader:
+    """A torch DataLoader over `dataset` (item i = the clip of spec i) in the planned batches.
+
+    It has a generator of its own because without one every pass over a DataLoader draws its
+    workers' base seed from the global torch RNG, which also draws the training's dropout masks
+    and Gumbel noise: one more pass over a loader (a validation, precise BN, a logged metric)
+    would change every later training step, so a run that logs one more metric would not
+    reproduce one that does not. The workers draw nothing at random (the plan fixed every clip),
+    so the generator's seed does not matter.
+    """
+    return DataLoader(
+        dataset,
+        batch_sampler=FixedBatchSampler([len(b) for b in batches]),
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(0),
+    )

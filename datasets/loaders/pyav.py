@@ -12,14 +12,14 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from vidistill.datasets.loaders.augment import collate_clips, crop_flip, rgb_to_unit, to_channels_first
 from vidistill.datasets.loaders.frames import RawVideoFiles
 from vidistill.datasets.loaders.plan import (
     ClipSpec,
-    FixedBatchSampler,
     PlannedEpochs,
+    planned_batches_loader,
 )
 from vidistill.datasets.video import read_resampled
 
@@ -63,9 +63,5 @@ class PyAVClipLoader(PlannedEpochs):
     def load(self, batches: list[list[ClipSpec]]):
         """Batches of exactly these clips (e.g. to cache teacher maps for chosen clips)."""
         specs = [spec for batch in batches for spec in batch]
-        yield from DataLoader(
-            VideoClips(self.files, specs),
-            batch_sampler=FixedBatchSampler([len(b) for b in batches]),
-            num_workers=self.config.num_workers,
-            collate_fn=collate_clips,
-        )
+        yield from planned_batches_loader(VideoClips(self.files, specs), batches, self.config.num_workers,
+                                          collate_clips)
