@@ -176,18 +176,34 @@ def queue(settings) -> JobQueue:
 
 
 class RayHead:
-    """The session's Ray head; restarted (with a warning) if it went away.
+    """The session's Ray head, started by the first test that needs it; restarted (with a
+    warning) if it went away.
 
     Other suites share these machines; a `ray stop` run there kills every Ray
-    process on the machine, this head included.
+    process on the machine, this head included. A start that fails (a loaded machine's
+    startup timeout) fails that test only and the next test tries again: a session fixture
+    that raised would be cached by pytest and error every Ray test. After `GIVE_UP_AFTER`
+    failed starts the rest fail at once, so a machine where Ray cannot start costs minutes,
+    not a timeout per test.
     """
+
+    GIVE_UP_AFTER = 2
 
     def __init__(self):
         self.process = None
         self.temp_dir = None
         self.address = None
+        self.failed_starts: list[str] = []
 
     def start(self) -> None:
+        try:
+            self._start()
+        except Exception as error:
+            self.stop()
+            self.failed_starts.append(str(error))
+            raise
+
+    def _start(self) -> None:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="vdray-"))  # short: Ray's socket paths have a length limit
         port = free_port()
         # Ray jobs inherit the head's environment: let them import platform_test_kinds.
@@ -200,11 +216,15 @@ class RayHead:
             wait_for_dashboard(self.address, self.process, timeout=180)
         except Exception as error:
             log = (self.temp_dir / "head.log").read_text(errors="replace")[-3000:]
-            self.stop()
             raise RuntimeError(f"the test Ray head did not come up: {error}\n{log}") from error
 
     def ensure_up(self) -> str:
-        if not dashboard_is_up(self.address):
+        if self.process is None:  # not started yet, or its last start failed
+            if len(self.failed_starts) >= self.GIVE_UP_AFTER:
+                raise RuntimeError(f"the test Ray head failed to start {len(self.failed_starts)} times; "
+                                   f"the last time: {self.failed_starts[-1]}")
+            self.start()
+        elif not dashboard_is_up(self.address):
             log = (self.temp_dir / "head.log").read_text(errors="replace")[-2000:]
             warnings.warn(f"the test Ray head at {self.address} went away; restarting it. Its log ends:\n{log}")
             self.stop()
@@ -222,9 +242,8 @@ class RayHead:
 def ray_session_head():
     previous = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = RAY_AUTH_MODE  # this process's clients must match the head
-    head = RayHead()
+    head = RayHead()  # started by ray_head, per test, until it is up
     try:
-        head.start()
         yield head
     finally:
         head.stop()

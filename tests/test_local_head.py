@@ -109,3 +109,40 @@ def test_each_home_has_its_own_head_and_never_adopts_anothers(tmp_path):
         temp_dir = local_head_temp_dir(first)
         stop_started_head(first)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_the_test_sessions_ray_head_retries_a_failed_start_then_gives_up_fast(monkeypatch):
+    """The suite's own head (platform_fixtures.RayHead): a start that fails costs that test,
+    the next test starts it again; after two failures the rest fail at once, naming why."""
+    from platform_fixtures import RayHead
+
+    attempts = []
+
+    def flaky_start(self):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("the current node timed out during startup")
+        self.process, self.address = object(), "http://127.0.0.1:1"
+
+    monkeypatch.setattr(RayHead, "_start", flaky_start)
+    monkeypatch.setattr(RayHead, "stop", lambda self: setattr(self, "process", None))
+    monkeypatch.setattr("platform_fixtures.dashboard_is_up", lambda address: True)
+    head = RayHead()
+    with pytest.raises(RuntimeError, match="timed out during startup"):
+        head.ensure_up()
+    assert head.ensure_up() == "http://127.0.0.1:1" and len(attempts) == 2
+    assert head.ensure_up() == "http://127.0.0.1:1" and len(attempts) == 2  # up: not started again
+
+    def failing_start(self):
+        attempts.append(1)
+        raise RuntimeError("raylet failed")
+
+    monkeypatch.setattr(RayHead, "_start", failing_start)
+    broken = RayHead()
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="raylet failed"):
+            broken.ensure_up()
+    tries = len(attempts)
+    with pytest.raises(RuntimeError, match="failed to start 2 times; the last time: raylet failed"):
+        broken.ensure_up()
+    assert len(attempts) == tries  # gave up without another start
